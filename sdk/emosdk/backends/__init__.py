@@ -1,0 +1,131 @@
+"""Inference backends and what this machine can run.
+
+``available_backends()`` is the one place that probes optional runtimes (TensorRT, CUDA); each
+probe is an import inside a function, so a missing library costs nothing until it is asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import BackendUnavailableError, ConfigError
+from ..models.bundle import GraphSpec
+from .base import Backend, check_feeds
+from .onnxruntime import OnnxRuntimeBackend
+
+logger = logging.getLogger("emosdk")
+
+TENSORRT_HINT = (
+    "TensorRT is not importable here. On a Jetson install JetPack (it provides the `tensorrt` "
+    "Python package); on a desktop GPU install NVIDIA's TensorRT wheel for your CUDA version "
+    "(pip install tensorrt-cu12, which downloads from NVIDIA's index) and cuda-python."
+)
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """Whether a backend can run here.
+
+    Attributes:
+        name: ``"onnxruntime"`` or ``"tensorrt"``.
+        available: True when the backend can run on this machine.
+        devices: What it would run on (ORT providers, or GPU names), best first.
+        detail: Version, or the reason it is unavailable and what to install.
+    """
+
+    name: str
+    available: bool
+    devices: tuple[str, ...]
+    detail: str
+
+
+def _probe_onnxruntime() -> BackendStatus:
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        return BackendStatus("onnxruntime", False, (), f"pip install onnxruntime ({e})")
+    providers = tuple(ort.get_available_providers())
+    return BackendStatus("onnxruntime", True, providers, f"onnxruntime {ort.__version__}")
+
+
+def _probe_tensorrt() -> BackendStatus:
+    try:
+        import tensorrt as trt
+    except Exception as e:
+        return BackendStatus("tensorrt", False, (), f"{TENSORRT_HINT} ({type(e).__name__}: {e})")
+    try:
+        from cuda.bindings import runtime as cudart
+    except Exception as e:
+        return BackendStatus("tensorrt", False, (), f"pip install cuda-python ({e})")
+    try:
+        err, count = cudart.cudaGetDeviceCount()
+    except Exception as e:
+        return BackendStatus("tensorrt", False, (), f"no CUDA driver ({e})")
+    if int(err) != 0 or not count:
+        return BackendStatus("tensorrt", False, (), f"no CUDA GPU (cudaGetDeviceCount: {err})")
+    devices = tuple(f"cuda:{i}" for i in range(count))
+    return BackendStatus("tensorrt", True, devices, f"tensorrt {trt.__version__}")
+
+
+def available_backends() -> list[BackendStatus]:
+    """Probe every backend; never raises.
+
+    Returns:
+        One :class:`BackendStatus` per backend, available or not, with the reason.
+    """
+    return [_probe_onnxruntime(), _probe_tensorrt()]
+
+
+def create_backend(
+    backend: str,
+    path: str | Path,
+    spec: GraphSpec,
+    *,
+    precision: str = "fp32",
+    providers: tuple[str, ...] | None = None,
+    num_threads: int = 0,
+    cache_dir: Path | None = None,
+) -> Backend:
+    """Open one graph on the requested backend (``auto`` picks the best that can run it).
+
+    Raises:
+        BackendUnavailableError: the backend or precision cannot run here; says what to install.
+    """
+    if backend == "tensorrt":
+        status = _probe_tensorrt()
+        raise BackendUnavailableError(
+            "the native TensorRT backend is not part of this release yet; use backend='auto' or "
+            "'onnxruntime' (ONNX Runtime uses its TensorRT provider when onnxruntime-gpu is "
+            f"installed). TensorRT here: {status.detail}"
+        )
+    if backend not in ("auto", "onnxruntime"):
+        raise ConfigError(f"backend: expected 'auto', 'onnxruntime' or 'tensorrt', got {backend!r}")
+    if precision == "fp16":
+        import onnxruntime as ort
+
+        if "TensorrtExecutionProvider" not in ort.get_available_providers():
+            raise BackendUnavailableError(
+                "precision='fp16' needs a GPU: ONNX Runtime's TensorRT provider is not available "
+                f"here (providers: {ort.get_available_providers()}). Install onnxruntime-gpu with "
+                "TensorRT, or use precision='fp32' (CPU) or 'int8'."
+            )
+    return OnnxRuntimeBackend(
+        path,
+        spec,
+        precision=precision,
+        providers=providers,
+        num_threads=num_threads,
+        cache_dir=cache_dir,
+    )
+
+
+__all__ = [
+    "Backend",
+    "BackendStatus",
+    "OnnxRuntimeBackend",
+    "available_backends",
+    "check_feeds",
+    "create_backend",
+]

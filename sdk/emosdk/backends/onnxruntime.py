@@ -1,0 +1,114 @@
+"""ONNX Runtime backend: provider chain TensorRT -> CUDA -> CPU among those installed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, ModelError
+from .base import Backend
+
+logger = logging.getLogger("emosdk")
+
+PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def provider_chain(
+    available: list[str], requested: tuple[str, ...] | None, precision: str, cache_dir: Path | None
+) -> list[str | tuple[str, dict]]:
+    """Pick execution providers and their options.
+
+    Args:
+        available: ``onnxruntime.get_available_providers()``.
+        requested: providers the user asked for, in order, or None for the default chain.
+        precision: ``fp32``, ``fp16`` or ``int8``; fp16 turns on TensorRT's fp16 mode.
+        cache_dir: where the TensorRT EP caches its engines (None: no cache).
+
+    Raises:
+        BackendUnavailableError: a requested provider is not installed, or nothing usable is.
+    """
+    if requested:
+        missing = [p for p in requested if p not in available]
+        if missing:
+            raise BackendUnavailableError(
+                f"ONNX Runtime providers {missing} are not available here (available: {available})."
+                " Install onnxruntime-gpu (CUDA/TensorRT) or JetPack's onnxruntime on a Jetson."
+            )
+        chosen = list(requested)
+    else:
+        chosen = [p for p in PREFERRED if p in available]
+    if not chosen:
+        raise BackendUnavailableError(f"no usable ONNX Runtime provider among {available}")
+    out: list[str | tuple[str, dict]] = []
+    for p in chosen:
+        if p == "TensorrtExecutionProvider":
+            opts: dict = {"trt_fp16_enable": precision == "fp16"}
+            if cache_dir is not None:
+                opts.update(
+                    trt_engine_cache_enable=True,
+                    trt_engine_cache_path=str(cache_dir),
+                    trt_timing_cache_enable=True,
+                )
+            out.append((p, opts))
+        else:
+            out.append(p)
+    return out
+
+
+class OnnxRuntimeBackend(Backend):
+    """One ONNX graph in an ``onnxruntime.InferenceSession``.
+
+    Options: ``providers`` (tuple or None), ``precision`` (str), ``num_threads`` (int),
+    ``cache_dir`` (Path or None).
+    """
+
+    name = "onnxruntime"
+
+    def _load(self) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:  # pragma: no cover - onnxruntime is a hard dependency
+            raise BackendUnavailableError(
+                "onnxruntime is not installed: pip install onnxruntime"
+            ) from e
+        precision = str(self.options.get("precision", "fp32"))
+        chain = provider_chain(
+            ort.get_available_providers(),
+            self.options.get("providers"),  # type: ignore[arg-type]
+            precision,
+            self.options.get("cache_dir"),  # type: ignore[arg-type]
+        )
+        so = ort.SessionOptions()
+        threads = int(self.options.get("num_threads", 0) or 0)
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(self.path), sess_options=so, providers=chain)
+        except Exception as e:
+            raise ModelError(f"{self.path}: ONNX Runtime cannot load this graph: {e}") from e
+        self.device = self._session.get_providers()[0]
+        logger.info(
+            "%s: %s on %s (chain %s)",
+            self.spec.role,
+            self.path.name,
+            self.device,
+            [c if isinstance(c, str) else c[0] for c in chain],
+        )
+        declared = [t.name for t in self.spec.inputs]
+        actual = [i.name for i in self._session.get_inputs()]
+        if sorted(declared) != sorted(actual):
+            raise ModelError(
+                f"{self.path}: model.json declares inputs {declared} but the graph has {actual}"
+            )
+        self._outputs = [o.name for o in self._session.get_outputs()]
+
+    def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = self._session.run(self._outputs, dict(feeds))
+        return dict(zip(self._outputs, values, strict=False))
+
+    def _close(self) -> None:
+        self._session = None

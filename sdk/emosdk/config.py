@@ -1,0 +1,127 @@
+"""Recognizer options: one documented dataclass, checked when it is built."""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+SMOOTHING = ("none", "ema")
+
+
+@dataclass(frozen=True)
+class RecognizerConfig:
+    """Options of a :class:`~emosdk.Recognizer`. Every field has a safe default.
+
+    Attributes:
+        model: Bundled model name (see ``emosdk.models.available_models()``) or a path to a
+            bundle folder. ``"default"`` is the bundled default model.
+        backend: ``"auto"`` (best available), ``"onnxruntime"`` or ``"tensorrt"``.
+        precision: ``"fp32"``, ``"fp16"`` (GPU backends) or ``"int8"``.
+        providers: ONNX Runtime execution providers to try in order; ``None`` picks TensorRT,
+            CUDA, CPU among those installed.
+        num_threads: CPU threads per graph (0 = let ONNX Runtime decide).
+        window_s: Analysis window in seconds; ``None`` uses the model's.
+        hop_s: Interval between streamed results in seconds; ``None`` uses the model's.
+        smoothing: ``"ema"`` (exponential moving average of class probabilities across hops) or
+            ``"none"``. Raw scores are kept in every result either way.
+        smoothing_alpha: EMA weight of the newest result, in (0, 1]; 1 means no smoothing.
+        min_face_fraction: Fraction of a window's frames that must have a face for video to count
+            as present.
+        min_audio_rms: RMS level (full scale 1.0) below which a window's audio counts as silence.
+        color_order: Channel order of colour frames and face crops passed in: ``"bgr"``
+            (OpenCV) or ``"rgb"``.
+        verify_model: Check the SHA-256 of the bundle files before loading (keep it on).
+    """
+
+    model: str | Path = "default"
+    backend: str = "auto"
+    precision: str = "fp32"
+    providers: tuple[str, ...] | None = None
+    num_threads: int = 0
+    window_s: float | None = None
+    hop_s: float | None = None
+    smoothing: str = "ema"
+    smoothing_alpha: float = 0.5
+    min_face_fraction: float = 0.3
+    min_audio_rms: float = 0.003
+    color_order: str = "bgr"
+    verify_model: bool = True
+
+    def __post_init__(self) -> None:
+        def choice(name: str, options: tuple[str, ...]) -> None:
+            value = getattr(self, name)
+            if value not in options:
+                raise ConfigError(f"{name}: expected one of {options}, got {value!r}")
+
+        def number(name: str, lo: float, hi: float, *, lo_open: bool = True) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ConfigError(f"{name}: expected a number, got {value!r}")
+            ok = (value > lo if lo_open else value >= lo) and value <= hi
+            if not ok:
+                left = "(" if lo_open else "["
+                raise ConfigError(f"{name}: expected a value in {left}{lo}, {hi}], got {value!r}")
+
+        if not isinstance(self.model, (str, Path)) or not str(self.model):
+            raise ConfigError(f"model: expected a model name or a bundle path, got {self.model!r}")
+        choice("backend", BACKENDS)
+        choice("precision", PRECISIONS)
+        choice("smoothing", SMOOTHING)
+        choice("color_order", ("bgr", "rgb"))
+        if self.providers is not None:
+            if isinstance(self.providers, str) or not all(
+                isinstance(p, str) for p in self.providers
+            ):
+                raise ConfigError(
+                    f"providers: expected a sequence of provider names, got {self.providers!r}"
+                )
+            object.__setattr__(self, "providers", tuple(self.providers))
+        if (
+            isinstance(self.num_threads, bool)
+            or not isinstance(self.num_threads, int)
+            or not (0 <= self.num_threads <= 256)
+        ):
+            raise ConfigError(f"num_threads: expected an int in [0, 256], got {self.num_threads!r}")
+        if self.window_s is not None:
+            number("window_s", 0.0, 60.0)
+        if self.hop_s is not None:
+            number("hop_s", 0.0, 60.0)
+        number("smoothing_alpha", 0.0, 1.0)
+        number("min_face_fraction", 0.0, 1.0, lo_open=False)
+        number("min_audio_rms", 0.0, 1.0, lo_open=False)
+        if not isinstance(self.verify_model, bool):
+            raise ConfigError(f"verify_model: expected a bool, got {self.verify_model!r}")
+        # contradictory combinations name both fields
+        if self.window_s is not None and self.hop_s is not None and self.hop_s > self.window_s:
+            raise ConfigError(
+                f"hop_s ({self.hop_s}) must not exceed window_s ({self.window_s}): "
+                "audio between windows would never be analysed"
+            )
+        if (
+            self.backend == "onnxruntime"
+            and self.precision == "int8"
+            and self.providers
+            and ("CPUExecutionProvider" not in self.providers)
+        ):
+            raise ConfigError(
+                "precision='int8' needs 'CPUExecutionProvider' in providers "
+                f"(providers={self.providers}): int8 ONNX graphs run on the CPU provider"
+            )
+        if self.providers is not None and self.backend == "tensorrt":
+            raise ConfigError(
+                f"providers ({self.providers}) only apply to backend='onnxruntime' or 'auto', "
+                "not backend='tensorrt'"
+            )
+
+    def replace(self, **changes: object) -> RecognizerConfig:
+        """A copy with some fields changed (checked again)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown RecognizerConfig fields: {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,5 @@
+"""Perception: face detection in full frames (voice activity and tracking come with capture)."""
+
+from .face import FaceBox, FaceDetector, HaarFaceDetector, crop
+
+__all__ = ["FaceBox", "FaceDetector", "HaarFaceDetector", "crop"]

@@ -1,0 +1,537 @@
+"""The Recognizer: one window with ``predict``, or a stream of results with ``stream``."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import _validate
+from .backends import Backend, create_backend
+from .capture.base import AudioChunk, HealthEvent, Source, VideoFrame
+from .config import RecognizerConfig
+from .errors import BackendUnavailableError, ConfigError, EmosdkError, InputError, ModelError
+from .features.audio import log_mel, resample
+from .features.face import normalize_face
+from .fusion import (
+    AudioBuffer,
+    Calibration,
+    FrameBuffer,
+    FrameEntry,
+    Smoother,
+    softmax,
+    step_mask,
+)
+from .models import load_model
+from .results import EmotionResult, Latency, Modality
+
+logger = logging.getLogger("emosdk")
+
+MAX_PREDICT_S = 60.0
+
+
+def _feature_dim(bundle, role: str, name: str) -> int:
+    dim = bundle.graphs["fusion"].input(name).shape[-1]
+    if not isinstance(dim, int):
+        raise ModelError(f"{bundle.path}: fusion input {name!r} needs a fixed feature size")
+    return dim
+
+
+class Recognizer:
+    """Audio-visual emotion recognition with a model bundle.
+
+    Args:
+        config: options; ``None`` uses :class:`RecognizerConfig` defaults.
+        **overrides: fields of :class:`RecognizerConfig` to change, e.g. ``model="path/to/bundle"``.
+
+    Raises:
+        ConfigError: an option is invalid or contradicts another.
+        ModelError: the model is unknown, malformed or fails its integrity check.
+        BackendUnavailableError: the requested backend or precision cannot run here.
+
+    Example:
+        >>> with Recognizer() as rec:                                    # doctest: +SKIP
+        ...     result = rec.predict(audio=pcm, sample_rate=16000, face=crop)
+        ...     print(result.label, result.scores, result.modalities)
+    """
+
+    def __init__(self, config: RecognizerConfig | None = None, **overrides: object) -> None:
+        if config is not None and not isinstance(config, RecognizerConfig):
+            raise ConfigError(f"config: expected a RecognizerConfig, got {type(config).__name__}")
+        config = config or RecognizerConfig()
+        if overrides:
+            config = config.replace(**overrides)
+        self.config = config
+        self.bundle = load_model(config.model, verify=config.verify_model)
+        stream = self.bundle.stream
+        self.window_s = config.window_s or stream.window_s
+        self.hop_s = config.hop_s or stream.hop_s
+        if self.hop_s > self.window_s:
+            raise ConfigError(
+                f"hop_s ({self.hop_s}) must not exceed window_s ({self.window_s}) "
+                "(one of them comes from the model when not set)"
+            )
+        self.labels = self.bundle.labels
+        self._d_audio = _feature_dim(self.bundle, "fusion", "audio")
+        self._d_video = _feature_dim(self.bundle, "fusion", "video")
+        self._graphs: dict[str, Backend] = {}
+        try:
+            for role, spec in self.bundle.graphs.items():
+                self._graphs[role] = create_backend(
+                    config.backend,
+                    self.bundle.graph_path(role),
+                    spec,
+                    precision=config.precision,
+                    providers=config.providers,
+                    num_threads=config.num_threads,
+                )
+        except BaseException:
+            self.close()
+            raise
+        self._detector = None
+        self._smoother = Smoother(config.smoothing_alpha, enabled=config.smoothing == "ema")
+        self._calibration = Calibration()
+        self._closed = False
+        logger.info(
+            "Recognizer: model %s %s, window %.2fs hop %.2fs, %s",
+            self.bundle.name,
+            self.bundle.version,
+            self.window_s,
+            self.hop_s,
+            {r: b.device for r, b in self._graphs.items()},
+        )
+
+    # -- context manager -------------------------------------------------------------------
+    def __enter__(self) -> Recognizer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the graphs. Safe to call twice."""
+        for b in self._graphs.values():
+            b.close()
+        self._graphs = {}
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if getattr(self, "_closed", True):
+            raise EmosdkError("this Recognizer is closed")
+
+    # -- one window --------------------------------------------------------------------------
+    def predict(
+        self,
+        audio: np.ndarray | None = None,
+        frame: np.ndarray | Sequence[np.ndarray | None] | None = None,
+        face: np.ndarray | Sequence[np.ndarray | None] | None = None,
+        *,
+        sample_rate: int = 16_000,
+        timestamp_ms: float | None = None,
+    ) -> EmotionResult:
+        """Recognise the emotion in one window of audio and/or video.
+
+        Args:
+            audio: PCM of the window, (samples,) or (samples, channels<=2), int16, int32,
+                float32 or float64 (floats in [-1, 1]); any rate, resampled to the model's.
+            frame: full camera frame(s): one (H, W[, 3]) uint8 image or a sequence of them
+                evenly spread over the window; faces are detected (needs ``emosdk[capture]``).
+            face: face crop(s) instead of frames: one (H, W[, 1|3]) image or a sequence; ``None``
+                items mark frames without a face.
+            sample_rate: rate of ``audio`` in Hz.
+            timestamp_ms: end of the window on your clock (default: ``time.monotonic()``).
+
+        Returns:
+            An :class:`EmotionResult`; ``degraded`` with the reason when a modality is missing.
+            Scores are not smoothed across calls (``stream`` smooths).
+
+        Raises:
+            InputError: malformed input, with the expected form in the message.
+        """
+        self._check_open()
+        t_total = time.perf_counter()
+        if audio is None and frame is None and face is None:
+            raise InputError("predict: expected at least one of audio=, frame=, face=")
+        if frame is not None and face is not None:
+            raise InputError("predict: pass either frame= (full frames) or face= (crops), not both")
+        stages: dict[str, float] = {}
+        pcm = None
+        if audio is not None:
+            t0 = time.perf_counter()
+            pcm = _validate.audio("audio", audio)
+            sr = _validate.sample_rate("sample_rate", sample_rate)
+            if len(pcm) / sr > MAX_PREDICT_S:
+                raise InputError(
+                    f"audio: expected at most {MAX_PREDICT_S:.0f} s per predict call, got "
+                    f"{len(pcm) / sr:.1f} s; use stream() for long recordings"
+                )
+            pcm = resample(pcm, sr, self.bundle.audio.sample_rate)
+            stages["resample"] = (time.perf_counter() - t0) * 1e3
+        images, is_face = (face, True) if face is not None else (frame, False)
+        items = self._as_image_list(images, "face" if is_face else "frame")
+        window_ms = (
+            len(pcm) / self.bundle.audio.sample_rate * 1000.0
+            if pcm is not None and len(pcm)
+            else self.window_s * 1000.0
+        )
+        end = float(timestamp_ms) if timestamp_ms is not None else time.monotonic() * 1000.0
+        if not math.isfinite(end):
+            raise InputError(f"timestamp_ms: expected a finite number, got {timestamp_ms!r}")
+        start = end - window_ms
+        frames = FrameBuffer(window_ms / 1000.0 + 1.0)
+        missing: dict[Modality, str] = {}
+        if items is not None:
+            embs = self._encode_images(items, is_face, stages, missing)
+            for i, e in enumerate(embs):
+                frames.add(FrameEntry(start + (i + 0.5) * window_ms / len(embs), e))
+        else:
+            missing[Modality.VIDEO] = "not provided"
+        if pcm is None:
+            missing[Modality.AUDIO] = "not provided"
+            pcm = np.zeros(
+                int(round(window_ms / 1000.0 * self.bundle.audio.sample_rate)), np.float32
+            )
+            valid = np.zeros(len(pcm), bool)
+        else:
+            valid = np.ones(len(pcm), bool)
+        result = self._analyse(start, end, pcm, valid, frames, missing, stages, smooth=False)
+        return self._with_total(result, t_total)
+
+    def _as_image_list(self, images: object, name: str) -> list[np.ndarray | None] | None:
+        if images is None:
+            return None
+        if isinstance(images, np.ndarray):
+            is_one = images.ndim == 2 or (images.ndim == 3 and images.shape[2] in (1, 3))
+            if is_one:
+                return [images]
+            if images.ndim in (3, 4):
+                return list(images)
+            raise InputError(
+                f"{name}: expected one image (H, W[, 1|3]) or a sequence (N, H, W[, 1|3]), "
+                f"got shape {images.shape}"
+            )
+        if isinstance(images, (list, tuple)):
+            if not images:
+                raise InputError(f"{name}: expected at least one image, got an empty sequence")
+            if len(images) > 2000:
+                raise InputError(f"{name}: expected at most 2000 images per window")
+            return list(images)
+        raise InputError(
+            f"{name}: expected a numpy image or a list of images, got {type(images).__name__}"
+        )
+
+    def _detector_or_raise(self):
+        if self._detector is None:
+            from .perception.face import HaarFaceDetector
+
+            self._detector = HaarFaceDetector()
+        return self._detector
+
+    def _face_crop(self, image: np.ndarray) -> np.ndarray | None:
+        from .perception.face import crop
+
+        boxes = self._detector_or_raise().detect(image)
+        return crop(image, boxes[0]) if boxes else None
+
+    def _encode_images(
+        self,
+        items: list[np.ndarray | None],
+        is_face: bool,
+        stages: dict[str, float],
+        missing: dict[Modality, str],
+    ) -> list[np.ndarray | None]:
+        """Face embeddings per item (None where there is no face)."""
+        name = "face" if is_face else "frame"
+        crops: list[np.ndarray | None] = []
+        t0 = time.perf_counter()
+        for i, img in enumerate(items):
+            if img is None:
+                crops.append(None)
+                continue
+            _validate.image(f"{name}[{i}]", img, "an image (H, W) or (H, W, 1|3)")
+            crops.append(img if is_face else self._face_crop(img))
+        if not is_face:
+            stages["face_detect"] = (time.perf_counter() - t0) * 1e3
+        present = [i for i, c in enumerate(crops) if c is not None]
+        embs: list[np.ndarray | None] = [None] * len(crops)
+        if present:
+            t0 = time.perf_counter()
+            batch = np.stack(
+                [normalize_face(crops[i], self.bundle.face, f"{name}[{i}]") for i in present]
+            )
+            stages["face_preprocess"] = (time.perf_counter() - t0) * 1e3
+            out = self._run("face_encoder", {"face": batch}, stages)
+            emb = next(iter(out.values()))
+            for j, i in enumerate(present):
+                embs[i] = emb[j]
+        return embs
+
+    def _run(self, role: str, feeds: dict, stages: dict[str, float]) -> dict[str, np.ndarray]:
+        backend = self._graphs[role]
+        out = backend.infer(feeds)
+        stages[role] = stages.get(role, 0.0) + backend.last_ms
+        return out
+
+    def _with_total(self, r: EmotionResult, t0: float, extra_ms: float = 0.0) -> EmotionResult:
+        """``r`` with its total latency: time since ``t0`` plus work done earlier (``extra_ms``)."""
+        lat = Latency(r.latency.stages, (time.perf_counter() - t0) * 1e3 + extra_ms)
+        return EmotionResult(
+            r.label,
+            r.scores,
+            r.raw_scores,
+            r.timestamp_ms,
+            r.window_ms,
+            r.modalities,
+            r.missing,
+            r.coverage,
+            lat,
+            r.track_id,
+        )
+
+    # -- the shared core: one window from buffers to a result --------------------------------
+    def _analyse(
+        self,
+        start: float,
+        end: float,
+        pcm: np.ndarray,
+        valid: np.ndarray,
+        frames: FrameBuffer,
+        missing: dict[Modality, str],
+        stages: dict[str, float],
+        *,
+        smooth: bool,
+    ) -> EmotionResult:
+        cfg, p = self.config, self.bundle.audio
+        coverage: dict[Modality, float] = {}
+        # audio: present when enough valid samples are louder than the silence threshold
+        k = self.bundle.stream.audio_frames_per_step
+        n_steps = max(1, p.num_frames(len(pcm)) // k)
+        audio_seq = np.zeros((1, n_steps, self._d_audio), np.float32)
+        audio_mask = np.zeros((1, n_steps), np.float32)
+        coverage[Modality.AUDIO] = float(valid.mean()) if len(valid) else 0.0
+        if Modality.AUDIO not in missing:
+            rms = float(np.sqrt(np.mean(pcm[valid] ** 2))) if valid.any() else 0.0
+            if not valid.any():
+                missing[Modality.AUDIO] = "no audio in window"
+            elif rms < cfg.min_audio_rms:
+                missing[Modality.AUDIO] = f"silence (rms {rms:.4f} < {cfg.min_audio_rms})"
+            else:
+                t0 = time.perf_counter()
+                mel = log_mel(pcm, p)[None]  # (1, frames, n_mels)
+                stages["audio_frontend"] = (time.perf_counter() - t0) * 1e3
+                emb = self._run("audio_encoder", {"logmel": mel}, stages)["audio_emb"]
+                n_steps = emb.shape[1]
+                audio_mask = step_mask(valid, n_steps, k * p.hop_length)[None]
+                audio_seq = np.ascontiguousarray(emb * audio_mask[..., None], dtype=np.float32)
+                if not audio_mask.any():
+                    missing[Modality.AUDIO] = "audio too short or mostly missing"
+        # video: face embeddings on the model's frame grid
+        video, vmask, seen = frames.grid(start, end, self.bundle.stream.video_fps, self._d_video)
+        coverage[Modality.VIDEO] = float(vmask.mean())
+        if Modality.VIDEO not in missing:
+            if seen == 0:
+                missing[Modality.VIDEO] = "no video frames in window"
+            elif vmask.mean() < max(cfg.min_face_fraction, 1e-9):
+                missing[Modality.VIDEO] = (
+                    f"no face in {100 * (1 - vmask.mean()):.0f}% of frames "
+                    f"(need a face in {100 * cfg.min_face_fraction:.0f}%)"
+                )
+        if Modality.VIDEO in missing:
+            video[:] = 0.0
+            vmask[:] = 0.0
+        if Modality.AUDIO in missing:
+            audio_seq[:] = 0.0
+            audio_mask[:] = 0.0
+        used = tuple(m for m in (Modality.AUDIO, Modality.VIDEO) if m not in missing)
+        if not used:
+            return EmotionResult(
+                None, {}, {}, end, (start, end), (), missing, coverage, Latency(stages)
+            )
+        feeds = {
+            "audio": audio_seq,
+            "audio_mask": audio_mask,
+            "video": video[None],
+            "video_mask": vmask[None],
+        }
+        logits = self._run("fusion", feeds, stages)["logits"][0]
+        raw = self._calibration.apply(softmax(logits))
+        t0 = time.perf_counter()
+        probs = self._smoother(raw) if smooth else raw
+        stages["smoothing"] = (time.perf_counter() - t0) * 1e3
+        label = self.labels[int(np.argmax(probs))]
+        return EmotionResult(
+            label,
+            dict(zip(self.labels, map(float, probs), strict=False)),
+            dict(zip(self.labels, map(float, raw), strict=False)),
+            end,
+            (start, end),
+            used,
+            missing,
+            coverage,
+            Latency(stages),
+        )
+
+    # -- streams -------------------------------------------------------------------------------
+    def stream(
+        self,
+        microphone: object = None,
+        camera: object = None,
+        source: Source | str | Path | None = None,
+    ) -> Iterator[EmotionResult]:
+        """Yield one result every hop from a source, never going silent.
+
+        Args:
+            microphone: live microphone (device index or name); not in this release.
+            camera: live camera (device index); not in this release.
+            source: a :class:`~emosdk.capture.Source` (e.g. :class:`~emosdk.capture.ArraySource`),
+                or the path of a media file (mp4, flv, avi, webm, wav, mp3...; needs
+                ``emosdk[capture]``).
+
+        Yields:
+            :class:`EmotionResult` every ``hop_s`` of source time, smoothed per the config;
+            degraded (or empty) results when a modality is missing, never a gap.
+        """
+        self._check_open()
+        if source is None:
+            if microphone is None and camera is None:
+                raise BackendUnavailableError(
+                    "live microphone/camera capture is not part of this release yet; pass "
+                    "source= (an ArraySource or a media file path)"
+                )
+            raise BackendUnavailableError(
+                "live microphone/camera capture is not part of this release yet; pass source="
+            )
+        if isinstance(source, (str, Path)):
+            from .capture.media import MediaFileSource
+
+            source = MediaFileSource(source)
+        if not (hasattr(source, "events") and hasattr(source, "close")):
+            raise InputError(
+                f"source: expected a Source (events() and close()) or a media file path, got "
+                f"{type(source).__name__}"
+            )
+        return self._stream(source)
+
+    def _stream(self, source: Source) -> Iterator[EmotionResult]:
+        sr = self.bundle.audio.sample_rate
+        hop_ms, win_ms = self.hop_s * 1000.0, self.window_s * 1000.0
+        audio_buf = AudioBuffer(sr, self.window_s + self.hop_s + 1.0)
+        frames = FrameBuffer(self.window_s + 1.0)
+        lost: dict[Modality, str] = {}
+        pending: dict[str, float] = {}  # face stage times accumulated since the last result
+        self._smoother.reset()
+        origin = next_t = None
+        last_t = last_frame_t = None
+        # perception runs at most a little faster than the frame grid the model samples
+        frame_gap_ms = 0.9 * 1000.0 / self.bundle.stream.video_fps
+        events = source.events()
+
+        def emit(t: float) -> EmotionResult:
+            t0 = time.perf_counter()
+            start = max(origin, t - win_ms)
+            pcm, valid = audio_buf.read(start, t)
+            stages = dict(pending)
+            pending.clear()
+            r = self._analyse(start, t, pcm, valid, frames, dict(lost), stages, smooth=True)
+            face_ms = sum(v for s, v in stages.items() if s.startswith("face"))
+            return self._with_total(r, t0, face_ms)
+
+        try:
+            while True:
+                try:
+                    ev = next(events)
+                except StopIteration:
+                    break
+                except Exception as e:
+                    logger.warning("source failed: %s", e)
+                    msg = f"source failed: {type(e).__name__}: {e}"
+                    for m in (Modality.AUDIO, Modality.VIDEO):
+                        lost[m] = msg
+                    break
+                t = float(ev.t_ms)
+                if origin is None:
+                    origin, next_t = t, t + hop_ms
+                while t >= next_t:
+                    yield emit(next_t)
+                    next_t += hop_ms
+                if isinstance(ev, AudioChunk):
+                    pcm = _validate.audio("AudioChunk.pcm", ev.pcm)
+                    pcm = resample(pcm, _validate.sample_rate("sample_rate", ev.sample_rate), sr)
+                    audio_buf.write(t, pcm)
+                    end = t + len(pcm) / sr * 1000.0
+                elif isinstance(ev, VideoFrame):
+                    end = t
+                    if last_frame_t is not None and t - last_frame_t < frame_gap_ms:
+                        continue  # faster than the model's frame grid needs: drop, never queue
+                    last_frame_t = t
+                    stages: dict[str, float] = {}
+                    missing: dict[Modality, str] = {}
+                    try:
+                        emb = self._encode_images([ev.image], ev.is_face, stages, missing)[0]
+                    except BackendUnavailableError as e:
+                        lost[Modality.VIDEO] = str(e)
+                        emb = None
+                    except InputError as e:
+                        logger.warning("dropping a malformed frame at %.0f ms: %s", t, e)
+                        emb = None
+                    for s, v in stages.items():
+                        pending[s] = pending.get(s, 0.0) + v
+                    frames.add(FrameEntry(t, emb))
+                elif isinstance(ev, HealthEvent):
+                    if ev.ok:
+                        lost.pop(ev.modality, None)
+                    else:
+                        lost[ev.modality] = ev.message
+                    end = t
+                else:
+                    logger.warning("ignoring unknown source event %r", type(ev).__name__)
+                    continue
+                last_t = end if last_t is None else max(last_t, end)
+            if origin is None:
+                return
+            # flush: every full hop up to the end of the data, then the partial last hop
+            while next_t <= last_t + 1e-6:
+                yield emit(next_t)
+                next_t += hop_ms
+            if last_t > next_t - hop_ms + 1.0 or lost:
+                yield emit(max(last_t, next_t - hop_ms))
+        finally:
+            source.close()
+
+    # -- calibration ---------------------------------------------------------------------------
+    def calibrate(self, source: Source | str | Path, seconds: float = 10.0) -> dict[str, float]:
+        """Learn a per-person neutral baseline from ``seconds`` of a source showing them at rest.
+
+        Later results are adjusted by it until :meth:`reset_calibration`.
+
+        Returns:
+            The baseline: label -> mean probability over the calibration windows.
+
+        Raises:
+            InputError: ``seconds`` is not positive, or no window had a usable modality.
+        """
+        self._check_open()
+        secs = _validate.positive_number("seconds", seconds)
+        self._calibration.reset()
+        collector = Calibration()
+        first = None
+        for r in self.stream(source=source):
+            first = r.window_ms[0] if first is None else first
+            if r.label is not None:
+                collector.add(np.array([r.raw_scores[k] for k in self.labels]))
+            if r.timestamp_ms - first >= secs * 1000.0:
+                break
+        neutral = self.labels.index("neutral") if "neutral" in self.labels else None
+        base = collector.finish(neutral)
+        if base is None:
+            raise InputError("calibrate: no window of the source had a usable modality")
+        self._calibration = collector
+        return dict(zip(self.labels, map(float, base), strict=False))
+
+    def reset_calibration(self) -> None:
+        """Forget the neutral baseline."""
+        self._calibration.reset()

@@ -1,0 +1,121 @@
+"""Result types: frozen dataclasses, safe to share across threads and to serialise."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+
+class Modality(str, enum.Enum):
+    """An input modality."""
+
+    AUDIO = "audio"
+    VIDEO = "video"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _frozen(d: Mapping) -> Mapping:
+    return MappingProxyType(dict(d))
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Time spent per stage for one result, in milliseconds.
+
+    Attributes:
+        stages: Stage name -> milliseconds, e.g. ``audio_frontend``, ``audio_encoder``,
+            ``face_encoder``, ``fusion``, ``smoothing``. Stages that did not run are absent.
+        total_ms: Wall time from the start of processing the window to the result.
+    """
+
+    stages: Mapping[str, float] = field(default_factory=dict)
+    total_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", _frozen(self.stages))
+
+    def __getattr__(self, name: str) -> float:
+        # result.latency.fusion_ms -> stages["fusion"]
+        if name.endswith("_ms") and name[:-3] in self.stages:
+            return self.stages[name[:-3]]
+        raise AttributeError(name)
+
+
+@dataclass(frozen=True)
+class EmotionResult:
+    """One emotion estimate for one window.
+
+    Attributes:
+        label: Most probable class, or ``None`` when no modality was usable.
+        scores: Class -> probability after smoothing (empty when ``label`` is None).
+        raw_scores: Class -> probability of this window alone, before smoothing.
+        timestamp_ms: End of the window on the source's monotonic clock (ms).
+        window_ms: (start, end) of the analysed window (ms).
+        modalities: Modalities that contributed, e.g. ``(Modality.AUDIO, Modality.VIDEO)``.
+        missing: Modality -> why it did not contribute (e.g. ``"no face in 80% of frames"``).
+        coverage: Modality -> fraction of the window in which it was present (0..1).
+        degraded: True when a modality is missing.
+        reason: Human-readable summary of ``missing`` (``None`` when nothing is missing).
+        latency: Per-stage latency breakdown.
+        track_id: Face track the result belongs to (0 for the primary face).
+    """
+
+    label: str | None
+    scores: Mapping[str, float]
+    raw_scores: Mapping[str, float]
+    timestamp_ms: float
+    window_ms: tuple[float, float]
+    modalities: tuple[Modality, ...]
+    missing: Mapping[Modality, str]
+    coverage: Mapping[Modality, float]
+    latency: Latency
+    track_id: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("scores", "raw_scores", "missing", "coverage"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.missing)
+
+    @property
+    def reason(self) -> str | None:
+        if not self.missing:
+            return None
+        return "; ".join(f"{m.value}: {why}" for m, why in self.missing.items())
+
+    @property
+    def confidence(self) -> float:
+        """Probability of ``label`` (0 when there is no label)."""
+        return float(self.scores[self.label]) if self.label is not None else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of the result."""
+        return {
+            "label": self.label,
+            "confidence": round(self.confidence, 6),
+            "scores": {k: round(float(v), 6) for k, v in self.scores.items()},
+            "raw_scores": {k: round(float(v), 6) for k, v in self.raw_scores.items()},
+            "timestamp_ms": round(self.timestamp_ms, 3),
+            "window_ms": [round(self.window_ms[0], 3), round(self.window_ms[1], 3)],
+            "modalities": [m.value for m in self.modalities],
+            "degraded": self.degraded,
+            "reason": self.reason,
+            "missing": {m.value: why for m, why in self.missing.items()},
+            "coverage": {m.value: round(v, 4) for m, v in self.coverage.items()},
+            "latency_ms": {
+                **{k: round(v, 3) for k, v in self.latency.stages.items()},
+                "total": round(self.latency.total_ms, 3),
+            },
+            "track_id": self.track_id,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
