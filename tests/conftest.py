@@ -13,8 +13,14 @@ CLIPS = DATA / "cremad"
 FIXTURE_BUNDLE = DATA / "fixture_bundle"
 SHARED_DATA = REPO.parent / "shared" / "data"
 LABELS = ("anger", "disgust", "fear", "happiness", "neutral", "sadness")
-CODES = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happiness", "NEU": "neutral",
-         "SAD": "sadness"}
+CODES = {
+    "ANG": "anger",
+    "DIS": "disgust",
+    "FEA": "fear",
+    "HAP": "happiness",
+    "NEU": "neutral",
+    "SAD": "sadness",
+}
 
 
 @pytest.fixture(scope="session")

@@ -34,12 +34,16 @@ def _run(args: argparse.Namespace) -> int:
                     print(json.dumps({"file": str(path), **r.to_dict()}))
                 continue
             print(f"\n{path}  ({len(results)} results, hop {rec.hop_s:.2f} s)")
-            print(f"  {'t (s)':>6}  {'label':<10} {'conf':>5}  {'modalities':<12} "
-                  f"{'latency ms':>10}  note")
+            print(
+                f"  {'t (s)':>6}  {'label':<10} {'conf':>5}  {'modalities':<12} "
+                f"{'latency ms':>10}  note"
+            )
             for r in results:
                 mods = "+".join(m.value for m in r.modalities) or "-"
-                print(f"  {r.timestamp_ms / 1000:6.2f}  {r.label or '-':<10} {r.confidence:5.2f}  "
-                      f"{mods:<12} {r.latency.total_ms:10.1f}  {r.reason or ''}")
+                print(
+                    f"  {r.timestamp_ms / 1000:6.2f}  {r.label or '-':<10} {r.confidence:5.2f}  "
+                    f"{mods:<12} {r.latency.total_ms:10.1f}  {r.reason or ''}"
+                )
             votes = Counter(r.label for r in results if r.label)
             if votes:
                 print(f"  most frequent: {votes.most_common(1)[0][0]}")
@@ -51,16 +55,23 @@ def _info(args: argparse.Namespace) -> int:
         "emosdk": __version__,
         "models": {},
         "backends": [
-            {"name": b.name, "available": b.available, "devices": list(b.devices),
-             "detail": b.detail}
+            {
+                "name": b.name,
+                "available": b.available,
+                "devices": list(b.devices),
+                "detail": b.detail,
+            }
             for b in available_backends()
         ],
     }
     for name in available_models():
         b = load_model(name)
         info["models"][name] = {
-            "name": b.name, "version": b.version, "labels": list(b.labels),
-            "size_mb": round(b.size_bytes / 1e6, 2), "path": str(b.path),
+            "name": b.name,
+            "version": b.version,
+            "labels": list(b.labels),
+            "size_mb": round(b.size_bytes / 1e6, 2),
+            "path": str(b.path),
         }
     print(json.dumps(info, indent=2))
     return 0
@@ -95,8 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return args.func(args)
     except EmosdkError as e:

@@ -101,12 +101,12 @@ class FrameBuffer:
             self._frames.popleft()
 
     def grid(
-        self, start_ms: float, end_ms: float, fps: float, dim: int
+        self, start_ms: float, end_ms: float, fps: float, dim: int, reach_ms: float | None = None
     ) -> tuple[np.ndarray, np.ndarray, int]:
         """Sample embeddings at the centres of ``round((end-start)*fps)`` slots.
 
-        Each slot takes the nearest frame within one slot length; a slot with no frame near it,
-        or whose nearest frame had no face, is masked.
+        Each slot takes the nearest frame within ``reach_ms`` (default: one slot length); a slot
+        with no frame that near, or whose nearest frame had no face, is masked.
 
         Returns:
             video (T, dim) float32 with zeros where masked, mask (T,) float32, and the number of
@@ -124,7 +124,7 @@ class FrameBuffer:
         seen = 0
         for i, j in enumerate(nearest):
             f = self._frames[j]
-            if abs(f.t_ms - centres[i]) > slot:
+            if abs(f.t_ms - centres[i]) > (slot if reach_ms is None else max(slot, reach_ms)):
                 continue
             seen += 1
             if f.embedding is not None:

@@ -184,7 +184,9 @@ class Recognizer:
         start = end - window_ms
         frames = FrameBuffer(window_ms / 1000.0 + 1.0)
         missing: dict[Modality, str] = {}
+        reach = None
         if items is not None:
+            reach = window_ms / len(items)  # each image stands for its share of the window
             embs = self._encode_images(items, is_face, stages, missing)
             for i, e in enumerate(embs):
                 frames.add(FrameEntry(start + (i + 0.5) * window_ms / len(embs), e))
@@ -198,7 +200,9 @@ class Recognizer:
             valid = np.zeros(len(pcm), bool)
         else:
             valid = np.ones(len(pcm), bool)
-        result = self._analyse(start, end, pcm, valid, frames, missing, stages, smooth=False)
+        result = self._analyse(
+            start, end, pcm, valid, frames, missing, stages, smooth=False, reach_ms=reach
+        )
         return self._with_total(result, t_total)
 
     def _as_image_list(self, images: object, name: str) -> list[np.ndarray | None] | None:
@@ -304,7 +308,15 @@ class Recognizer:
         stages: dict[str, float],
         *,
         smooth: bool,
+        reach_ms: float | None = None,
+        recent_ms: float | None = None,
     ) -> EmotionResult:
+        """Run the graphs on one window held in ``pcm``/``valid`` and ``frames``.
+
+        ``missing`` carries modalities already known to be absent (with the reason);
+        ``reach_ms`` widens the frame lookup (predict's few images span the whole window);
+        ``recent_ms`` makes video missing as soon as that last stretch has no face (streams).
+        """
         cfg, p = self.config, self.bundle.audio
         coverage: dict[Modality, float] = {}
         # audio: present when enough valid samples are louder than the silence threshold
@@ -330,9 +342,11 @@ class Recognizer:
                 if not audio_mask.any():
                     missing[Modality.AUDIO] = "audio too short or mostly missing"
         # video: face embeddings on the model's frame grid
-        video, vmask, seen = frames.grid(start, end, self.bundle.stream.video_fps, self._d_video)
+        fps = self.bundle.stream.video_fps
+        video, vmask, seen = frames.grid(start, end, fps, self._d_video, reach_ms)
         coverage[Modality.VIDEO] = float(vmask.mean())
         if Modality.VIDEO not in missing:
+            recent = vmask[-max(1, int(round(recent_ms / 1000.0 * fps))) :] if recent_ms else vmask
             if seen == 0:
                 missing[Modality.VIDEO] = "no video frames in window"
             elif vmask.mean() < max(cfg.min_face_fraction, 1e-9):
@@ -340,6 +354,9 @@ class Recognizer:
                     f"no face in {100 * (1 - vmask.mean()):.0f}% of frames "
                     f"(need a face in {100 * cfg.min_face_fraction:.0f}%)"
                 )
+            elif not recent.any():
+                # the face is gone now: report it within one hop, not when the window empties
+                missing[Modality.VIDEO] = f"no face in the last {recent_ms / 1000.0:.2f} s"
         if Modality.VIDEO in missing:
             video[:] = 0.0
             vmask[:] = 0.0
@@ -436,7 +453,9 @@ class Recognizer:
             pcm, valid = audio_buf.read(start, t)
             stages = dict(pending)
             pending.clear()
-            r = self._analyse(start, t, pcm, valid, frames, dict(lost), stages, smooth=True)
+            r = self._analyse(
+                start, t, pcm, valid, frames, dict(lost), stages, smooth=True, recent_ms=hop_ms
+            )
             face_ms = sum(v for s, v in stages.items() if s.startswith("face"))
             return self._with_total(r, t0, face_ms)
 
@@ -466,7 +485,9 @@ class Recognizer:
                 elif isinstance(ev, VideoFrame):
                     end = t
                     if last_frame_t is not None and t - last_frame_t < frame_gap_ms:
-                        continue  # faster than the model's frame grid needs: drop, never queue
+                        # faster than the model's frame grid needs: drop it, never queue
+                        last_t = max(last_t, t)
+                        continue
                     last_frame_t = t
                     stages: dict[str, float] = {}
                     missing: dict[Modality, str] = {}

@@ -6,8 +6,8 @@ import heapq
 import itertools
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -91,8 +91,12 @@ class MediaFileSource:
                 for out in resampler.resample(None):  # flush the resampler's tail
                     if out.time is not None:
                         ts = float(out.time) * 1000.0
-                        yield ts, AudioChunk(ts, out.to_ndarray().reshape(-1).astype(np.float32),
-                                             SAMPLE_RATE)
+                        yield (
+                            ts,
+                            AudioChunk(
+                                ts, out.to_ndarray().reshape(-1).astype(np.float32), SAMPLE_RATE
+                            ),
+                        )
 
     def events(self) -> Iterator[Event]:
         heap: list[tuple[float, int, Event]] = []
