@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+
 from emosdk.features.audio import LogMelParams
 from emosdk.features.face import FaceParams
 from emosdk.models.bundle import (

@@ -56,7 +56,7 @@ class RecognizerConfig:
     def __post_init__(self) -> None:
         def choice(name: str, options: tuple[str, ...]) -> None:
             value = getattr(self, name)
-            if value not in options:
+            if not isinstance(value, str) or value not in options:
                 raise ConfigError(f"{name}: expected one of {options}, got {value!r}")
 
         def number(name: str, lo: float, hi: float, *, lo_open: bool = True) -> None:
@@ -75,7 +75,7 @@ class RecognizerConfig:
         choice("smoothing", SMOOTHING)
         choice("color_order", ("bgr", "rgb"))
         if self.providers is not None:
-            if isinstance(self.providers, str) or not all(
+            if not isinstance(self.providers, (list, tuple)) or not all(
                 isinstance(p, str) for p in self.providers
             ):
                 raise ConfigError(

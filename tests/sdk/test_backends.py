@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from emosdk import BackendUnavailableError, InputError
 from emosdk.backends import OnnxRuntimeBackend, create_backend
 from emosdk.backends.onnxruntime import provider_chain

@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+
 from emosdk import ModelError, Recognizer
 from emosdk.models import available_models, load_model, resolve_model
 from emosdk.models.bundle import load_bundle

@@ -1,6 +1,7 @@
 """RecognizerConfig is checked at construction; contradictions name both fields."""
 
 import pytest
+
 from emosdk import Recognizer, RecognizerConfig
 from emosdk.errors import ConfigError
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from emosdk.errors import InputError
 from emosdk.features import LogMelParams, audio_features, log_mel, resample
 from emosdk.features.audio import mel_filterbank

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from emosdk.errors import InputError
 from emosdk.features import FaceParams, normalize_face
 from emosdk.features.face import resize_area, to_gray

@@ -3,6 +3,7 @@ onnxruntime sessions (the fixture bundle: real torch modules with random weights
 
 import numpy as np
 import pytest
+
 from emosdk import EmosdkError, InputError, Modality, Recognizer
 from emosdk.capture import ArraySource, AudioChunk, HealthEvent, VideoFrame
 from emosdk.errors import BackendUnavailableError
