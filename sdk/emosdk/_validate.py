@@ -17,6 +17,7 @@ IMAGE_DTYPES = (np.uint8, np.float32, np.float64)
 MIN_SAMPLE_RATE = 4_000
 MAX_SAMPLE_RATE = 384_000
 MAX_AUDIO_CHANNELS = 2
+MAX_FLOAT_PEAK = 2.0  # float PCM is [-1, 1]; a little overshoot is tolerated, int-scaled is not
 
 
 def _describe(x: object) -> str:
@@ -83,9 +84,13 @@ def audio(name: str, x: object) -> np.ndarray:
     elif x.dtype == np.int32:
         y = (x.astype(np.float64) / 2147483648.0).astype(np.float32)
     else:
+        peak = float(np.abs(x).max())
+        if peak > MAX_FLOAT_PEAK:
+            raise InputError(
+                f"{name}: expected float {expected} scaled to [-1, 1], got a peak of {peak:.3g}; "
+                "pass int16 PCM as int16, or divide by its full-scale value"
+            )
         y = x.astype(np.float32)
-        if not np.isfinite(y).all():  # float64 beyond float32 range
-            raise InputError(f"{name}: expected {expected} with values within float32 range")
     if y.ndim == 2:
         y = y.mean(axis=1, dtype=np.float32)
     return np.ascontiguousarray(y)

@@ -90,6 +90,7 @@ def test_int16_float_and_stereo_agree():
         (np.zeros(100, np.float32), 16000.5, "integer"),
         (np.zeros((100, 2), np.float32)[:, 0], 16000, "contiguous"),
         ([0.0, 0.1], 16000, "ndarray"),
+        (np.full(100, 12000.0, np.float32), 16000, r"\[-1, 1\].*int16"),
     ],
 )
 def test_bad_audio_raises_input_error_with_expected_form(audio, sr, match):

@@ -1,0 +1,67 @@
+"""Media decoding of the real clips, and the emosdk command-line tool."""
+
+import json
+
+import numpy as np
+import pytest
+
+from emosdk.capture import AudioChunk, VideoFrame
+from emosdk.capture.media import MediaFileSource, read_media
+from emosdk.cli import main
+from emosdk.errors import InputError
+
+
+def test_flv_clip_decodes_audio_and_video_on_one_timeline(av_clips):
+    events = list(MediaFileSource(av_clips[0]).events())
+    times = [e.t_ms for e in events]
+    assert times == sorted(times)
+    audio = [e for e in events if isinstance(e, AudioChunk)]
+    video = [e for e in events if isinstance(e, VideoFrame)]
+    assert {a.sample_rate for a in audio} == {16000}
+    n = sum(len(a.pcm) for a in audio)
+    span = video[-1].t_ms - video[0].t_ms
+    # 29.97 fps VP6 video and MP3 audio of the same ~2.3 s recording
+    assert 1.9 < n / 16000 < 2.4 and abs(n / 16 - span) < 150
+    assert video[0].image.shape == (360, 480, 3) and video[0].image.dtype == np.uint8
+    fps = (len(video) - 1) / (span / 1000)
+    assert fps == pytest.approx(29.97, rel=0.02)
+
+
+def test_mp3_clip_decodes_as_audio_only(speech_clips):
+    audio, frames = read_media(speech_clips[0])
+    assert frames == [] and 1.5 < len(audio) / 16000 < 3.5
+    assert 0.01 < np.sqrt(np.mean(audio**2)) < 0.5  # real speech level, not silence
+
+
+def test_media_errors(tmp_path):
+    with pytest.raises(InputError, match="existing media file"):
+        MediaFileSource(tmp_path / "missing.mp4")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all")
+    with pytest.raises(InputError, match="not a readable media file"):
+        MediaFileSource(junk)
+
+
+def test_cli_run_prints_a_result_per_hop(fixture_bundle, av_clips, capsys):
+    assert main(["run", "--model", str(fixture_bundle), "--json", str(av_clips[0])]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) >= 4
+    assert [x["timestamp_ms"] for x in lines[:4]] == [500.0, 1000.0, 1500.0, 2000.0]
+    assert all(x["file"] == str(av_clips[0]) and "video" in x["modalities"] for x in lines)
+
+
+def test_cli_table_and_errors(fixture_bundle, av_clips, capsys):
+    assert main(["run", "--model", str(fixture_bundle), str(av_clips[1])]) == 0
+    out = capsys.readouterr().out
+    assert "most frequent" in out and "audio+video" in out
+    assert main(["run", "--model", "no-such-model", str(av_clips[1])]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "Stream media files" in capsys.readouterr().out
+
+
+def test_cli_info_lists_backends(capsys):
+    assert main(["info"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert {b["name"] for b in info["backends"]} == {"onnxruntime", "tensorrt"}
