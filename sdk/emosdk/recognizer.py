@@ -212,7 +212,7 @@ class Recognizer:
             is_one = images.ndim == 2 or (images.ndim == 3 and images.shape[2] in (1, 3))
             if is_one:
                 return [images]
-            if images.ndim in (3, 4):
+            if images.ndim in (3, 4) and len(images):
                 return list(images)
             raise InputError(
                 f"{name}: expected one image (H, W[, 1|3]) or a sequence (N, H, W[, 1|3]), "
