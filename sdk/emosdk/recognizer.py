@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _validate
 from .backends import Backend, create_backend
-from .capture.base import AudioChunk, HealthEvent, Source, VideoFrame
+from .capture.base import AudioChunk, HealthEvent, Source, Tick, VideoFrame
 from .config import RecognizerConfig
 from .errors import BackendUnavailableError, ConfigError, EmosdkError, InputError, ModelError
 from .features.audio import log_mel, resample
@@ -402,8 +402,10 @@ class Recognizer:
         """Yield one result every hop from a source, never going silent.
 
         Args:
-            microphone: live microphone (device index or name); not in this release.
-            camera: live camera (device index); not in this release.
+            microphone: True for the default input, a sounddevice index or name, or False.
+            camera: True for camera 0, an OpenCV index or device path, or False. With neither
+                ``source`` nor these, both the microphone and the camera are used; a missing or
+                failing device gives degraded results (with the reason) and is retried.
             source: a :class:`~emosdk.capture.Source` (e.g. :class:`~emosdk.capture.ArraySource`),
                 or the path of a media file (mp4, flv, avi, webm, wav, mp3...; needs
                 ``emosdk[capture]``).
@@ -413,15 +415,19 @@ class Recognizer:
             degraded (or empty) results when a modality is missing, never a gap.
         """
         self._check_open()
+        absent: dict[Modality, str] = {}
         if source is None:
+            from .capture.live import live_source
+
             if microphone is None and camera is None:
-                raise BackendUnavailableError(
-                    "live microphone/camera capture is not part of this release yet; pass "
-                    "source= (an ArraySource or a media file path)"
-                )
-            raise BackendUnavailableError(
-                "live microphone/camera capture is not part of this release yet; pass source="
-            )
+                microphone = camera = True
+            if microphone is None or microphone is False:
+                absent[Modality.AUDIO] = "microphone not used"
+            if camera is None or camera is False:
+                absent[Modality.VIDEO] = "camera not used"
+            source = live_source(microphone, camera)
+        elif microphone is not None or camera is not None:
+            raise InputError("stream: pass either source= or microphone=/camera=, not both")
         if isinstance(source, (str, Path)):
             from .capture.media import MediaFileSource
 
@@ -431,9 +437,9 @@ class Recognizer:
                 f"source: expected a Source (events() and close()) or a media file path, got "
                 f"{type(source).__name__}"
             )
-        return self._stream(source)
+        return self._stream(source, absent)
 
-    def _stream(self, source: Source) -> Iterator[EmotionResult]:
+    def _stream(self, source: Source, absent: dict[Modality, str]) -> Iterator[EmotionResult]:
         sr = self.bundle.audio.sample_rate
         hop_ms, win_ms = self.hop_s * 1000.0, self.window_s * 1000.0
         audio_buf = AudioBuffer(sr, self.window_s + self.hop_s + 1.0)
@@ -454,7 +460,15 @@ class Recognizer:
             stages = dict(pending)
             pending.clear()
             r = self._analyse(
-                start, t, pcm, valid, frames, dict(lost), stages, smooth=True, recent_ms=hop_ms
+                start,
+                t,
+                pcm,
+                valid,
+                frames,
+                {**absent, **lost},
+                stages,
+                smooth=True,
+                recent_ms=hop_ms,
             )
             face_ms = sum(v for s, v in stages.items() if s.startswith("face"))
             return self._with_total(r, t0, face_ms)
@@ -502,6 +516,8 @@ class Recognizer:
                     for s, v in stages.items():
                         pending[s] = pending.get(s, 0.0) + v
                     frames.add(FrameEntry(t, emb))
+                elif isinstance(ev, Tick):
+                    end = t
                 elif isinstance(ev, HealthEvent):
                     if ev.ok:
                         lost.pop(ev.modality, None)

@@ -58,7 +58,15 @@ class HealthEvent:
     message: str
 
 
-Event = AudioChunk | VideoFrame | HealthEvent
+@dataclass(frozen=True)
+class Tick:
+    """A heartbeat carrying only the time: live sources send it while no data arrives, so a
+    stream keeps emitting (degraded) results when every device is silent or gone."""
+
+    t_ms: float
+
+
+Event = AudioChunk | VideoFrame | HealthEvent | Tick
 
 
 @runtime_checkable
