@@ -12,6 +12,7 @@ from .errors import ConfigError
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 SMOOTHING = ("none", "ema")
+VOICE_ACTIVITY = ("auto", "webrtc", "energy", "off")
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,11 @@ class RecognizerConfig:
         smoothing_alpha: EMA weight of the newest result, in (0, 1]; 1 means no smoothing.
         min_face_fraction: Fraction of a window's frames that must have a face for video to count
             as present.
-        min_audio_rms: RMS level (full scale 1.0) below which a window's audio counts as silence.
+        min_audio_rms: RMS level (full scale 1.0) below which a 30 ms frame is never speech.
+        voice_activity: speech detector deciding whether a window's audio counts: ``"auto"``
+            (WebRTC VAD when ``webrtcvad-wheels`` is installed, else energy), ``"webrtc"``,
+            ``"energy"`` (RMS only), or ``"off"`` (any valid audio counts).
+        min_speech_ms: speech a window needs for its audio to count as present.
         color_order: Channel order of colour frames and face crops passed in: ``"bgr"``
             (OpenCV) or ``"rgb"``.
         verify_model: Check the SHA-256 of the bundle files before loading (keep it on).
@@ -50,6 +55,8 @@ class RecognizerConfig:
     smoothing_alpha: float = 0.5
     min_face_fraction: float = 0.3
     min_audio_rms: float = 0.003
+    voice_activity: str = "auto"
+    min_speech_ms: float = 90.0
     color_order: str = "bgr"
     verify_model: bool = True
 
@@ -74,6 +81,8 @@ class RecognizerConfig:
         choice("precision", PRECISIONS)
         choice("smoothing", SMOOTHING)
         choice("color_order", ("bgr", "rgb"))
+        choice("voice_activity", VOICE_ACTIVITY)
+        number("min_speech_ms", 0.0, 60_000.0, lo_open=False)
         if self.providers is not None:
             if not isinstance(self.providers, (list, tuple)) or not all(
                 isinstance(p, str) for p in self.providers

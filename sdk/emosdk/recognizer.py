@@ -93,6 +93,18 @@ class Recognizer:
             self.close()
             raise
         self._detector = None
+        self._vad = None
+        if config.voice_activity != "off":
+            from .perception.voice import VoiceActivity
+
+            self._vad = VoiceActivity(
+                config.voice_activity
+                if self.bundle.audio.sample_rate in (8000, 16000, 32000, 48000)
+                else "energy",
+                min_rms=config.min_audio_rms,
+                min_speech_ms=config.min_speech_ms,
+                sample_rate=self.bundle.audio.sample_rate,
+            )
         self._smoother = Smoother(config.smoothing_alpha, enabled=config.smoothing == "ema")
         self._calibration = Calibration()
         self._closed = False
@@ -326,11 +338,16 @@ class Recognizer:
         audio_mask = np.zeros((1, n_steps), np.float32)
         coverage[Modality.AUDIO] = float(valid.mean()) if len(valid) else 0.0
         if Modality.AUDIO not in missing:
-            rms = float(np.sqrt(np.mean(pcm[valid] ** 2))) if valid.any() else 0.0
+            speech, speech_ms = (
+                (True, 0.0) if self._vad is None else self._vad.has_speech(pcm, valid)
+            )
             if not valid.any():
                 missing[Modality.AUDIO] = "no audio in window"
-            elif rms < cfg.min_audio_rms:
-                missing[Modality.AUDIO] = f"silence (rms {rms:.4f} < {cfg.min_audio_rms})"
+            elif not speech:
+                missing[Modality.AUDIO] = (
+                    f"silence: {speech_ms:.0f} ms of speech ({self._vad.method} voice activity), "
+                    f"need {cfg.min_speech_ms:.0f} ms"
+                )
             else:
                 t0 = time.perf_counter()
                 mel = log_mel(pcm, p)[None]  # (1, frames, n_mels)

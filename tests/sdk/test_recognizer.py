@@ -151,7 +151,8 @@ def test_video_lost_from_one_second_switches_to_audio_only_within_one_hop(rec, d
     images = [f if i / fps < 1.0 else np.zeros_like(f) for i, f in enumerate(images)]
     src = ArraySource(audio=audio, sample_rate=16000, frames=images, fps=fps)
     results = list(rec.stream(source=src))
-    assert results[0].modalities == AV and results[1].modalities == AV  # 0.5 s and 1.0 s
+    assert results[1].timestamp_ms == 1000.0 and results[1].modalities == AV  # speech + face
+    assert Modality.VIDEO in results[0].modalities  # 0-0.5 s: face, speech only starts at 0.4 s
     later = [r for r in results if r.timestamp_ms >= 1500]  # one hop after the face is gone
     assert len(later) >= 6 and all(r.label is not None for r in later)
     assert all(r.modalities == (Modality.AUDIO,) for r in later)
