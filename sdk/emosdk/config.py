@@ -42,6 +42,10 @@ class RecognizerConfig:
         color_order: Channel order of colour frames and face crops passed in: ``"bgr"``
             (OpenCV) or ``"rgb"``.
         verify_model: Check the SHA-256 of the bundle files before loading (keep it on).
+        max_faces: Faces followed in full frames. 1 follows the largest face (results have
+            ``track_id`` 0); more gives each tracked face its own result per hop, with a stable
+            ``track_id`` (-1 when no face is tracked).
+        align_faces: Level the eyes of detected faces before the face encoder.
     """
 
     model: str | Path = "default"
@@ -59,6 +63,8 @@ class RecognizerConfig:
     min_speech_ms: float = 90.0
     color_order: str = "bgr"
     verify_model: bool = True
+    max_faces: int = 1
+    align_faces: bool = True
 
     def __post_init__(self) -> None:
         def choice(name: str, options: tuple[str, ...]) -> None:
@@ -104,8 +110,15 @@ class RecognizerConfig:
         number("smoothing_alpha", 0.0, 1.0)
         number("min_face_fraction", 0.0, 1.0, lo_open=False)
         number("min_audio_rms", 0.0, 1.0, lo_open=False)
-        if not isinstance(self.verify_model, bool):
-            raise ConfigError(f"verify_model: expected a bool, got {self.verify_model!r}")
+        for flag in ("verify_model", "align_faces"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag}: expected a bool, got {getattr(self, flag)!r}")
+        if (
+            isinstance(self.max_faces, bool)
+            or not isinstance(self.max_faces, int)
+            or not (1 <= self.max_faces <= 16)
+        ):
+            raise ConfigError(f"max_faces: expected an int in [1, 16], got {self.max_faces!r}")
         # contradictory combinations name both fields
         if self.window_s is not None and self.hop_s is not None and self.hop_s > self.window_s:
             raise ConfigError(

@@ -95,7 +95,11 @@ class FrameBuffer:
         self.capacity_ms = capacity_s * 1000.0
         self._frames: collections.deque[FrameEntry] = collections.deque()
 
+    last_face_ms = -math.inf  # time of the newest frame with a face
+
     def add(self, entry: FrameEntry) -> None:
+        if entry.embedding is not None:
+            self.last_face_ms = entry.t_ms
         self._frames.append(entry)
         while self._frames and self._frames[0].t_ms < entry.t_ms - self.capacity_ms:
             self._frames.popleft()

@@ -212,8 +212,9 @@ class Recognizer:
             valid = np.zeros(len(pcm), bool)
         else:
             valid = np.ones(len(pcm), bool)
-        result = self._analyse(
-            start, end, pcm, valid, frames, missing, stages, smooth=False, reach_ms=reach
+        audio_part = self._audio_window(pcm, valid, missing, stages)
+        result = self._fuse(
+            start, end, audio_part, frames, missing, stages, smoother=None, reach_ms=reach
         )
         return self._with_total(result, t_total)
 
@@ -247,11 +248,14 @@ class Recognizer:
             self._detector = HaarFaceDetector()
         return self._detector
 
-    def _face_crop(self, image: np.ndarray) -> np.ndarray | None:
-        from .perception.face import crop
+    def _face_crops(self, image: np.ndarray, tracker=None) -> list[tuple[int, np.ndarray]]:
+        """(track id, aligned crop) per face: the largest only, or tracked faces with a tracker."""
+        from .perception.face import align, crop
 
         boxes = self._detector_or_raise().detect(image)
-        return crop(image, boxes[0]) if boxes else None
+        boxes = tracker.update(boxes) if tracker is not None else boxes[:1]
+        cut = align if self.config.align_faces else crop
+        return [(b.track_id, cut(image, b)) for b in boxes]
 
     def _encode_images(
         self,
@@ -269,22 +273,32 @@ class Recognizer:
                 crops.append(None)
                 continue
             _validate.image(f"{name}[{i}]", img, "an image (H, W) or (H, W, 1|3)")
-            crops.append(img if is_face else self._face_crop(img))
+            if is_face:
+                crops.append(img)
+            else:
+                found = self._face_crops(img)
+                crops.append(found[0][1] if found else None)
         if not is_face:
             stages["face_detect"] = (time.perf_counter() - t0) * 1e3
         present = [i for i, c in enumerate(crops) if c is not None]
         embs: list[np.ndarray | None] = [None] * len(crops)
-        if present:
-            t0 = time.perf_counter()
-            batch = np.stack(
-                [normalize_face(crops[i], self.bundle.face, f"{name}[{i}]") for i in present]
-            )
-            stages["face_preprocess"] = (time.perf_counter() - t0) * 1e3
-            out = self._run("face_encoder", {"face": batch}, stages)
-            emb = next(iter(out.values()))
-            for j, i in enumerate(present):
-                embs[i] = emb[j]
+        for j, e in zip(present, self._embed([crops[i] for i in present], name, stages)):
+            embs[j] = e
         return embs
+
+    def _embed(self, crops: list[np.ndarray], name: str, stages: dict[str, float]) -> np.ndarray:
+        """Face embeddings (N, d_video) of face crops, in one batch."""
+        if not crops:
+            return np.zeros((0, self._d_video), np.float32)
+        t0 = time.perf_counter()
+        batch = np.stack(
+            [normalize_face(c, self.bundle.face, f"{name}[{i}]") for i, c in enumerate(crops)]
+        )
+        stages["face_preprocess"] = (
+            stages.get("face_preprocess", 0.0) + (time.perf_counter() - t0) * 1e3
+        )
+        out = self._run("face_encoder", {"face": batch}, stages)
+        return next(iter(out.values()))
 
     def _run(self, role: str, feeds: dict, stages: dict[str, float]) -> dict[str, np.ndarray]:
         backend = self._graphs[role]
@@ -309,56 +323,70 @@ class Recognizer:
         )
 
     # -- the shared core: one window from buffers to a result --------------------------------
-    def _analyse(
+    def _audio_window(
         self,
-        start: float,
-        end: float,
         pcm: np.ndarray,
         valid: np.ndarray,
-        frames: FrameBuffer,
         missing: dict[Modality, str],
         stages: dict[str, float],
-        *,
-        smooth: bool,
-        reach_ms: float | None = None,
-        recent_ms: float | None = None,
-    ) -> EmotionResult:
-        """Run the graphs on one window held in ``pcm``/``valid`` and ``frames``.
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Audio encoder output for one window: ``(audio (1, T, D), mask (1, T), coverage)``.
 
-        ``missing`` carries modalities already known to be absent (with the reason);
-        ``reach_ms`` widens the frame lookup (predict's few images span the whole window);
-        ``recent_ms`` makes video missing as soon as that last stretch has no face (streams).
+        Adds the reason to ``missing`` when the window's audio does not count (no samples, no
+        speech); the encoder is not run then and the tensors are zeros.
         """
         cfg, p = self.config, self.bundle.audio
-        coverage: dict[Modality, float] = {}
-        # audio: present when enough valid samples are louder than the silence threshold
         k = self.bundle.stream.audio_frames_per_step
         n_steps = max(1, p.num_frames(len(pcm)) // k)
         audio_seq = np.zeros((1, n_steps, self._d_audio), np.float32)
         audio_mask = np.zeros((1, n_steps), np.float32)
-        coverage[Modality.AUDIO] = float(valid.mean()) if len(valid) else 0.0
-        if Modality.AUDIO not in missing:
-            speech, speech_ms = (
-                (True, 0.0) if self._vad is None else self._vad.has_speech(pcm, valid)
+        coverage = float(valid.mean()) if len(valid) else 0.0
+        if Modality.AUDIO in missing:
+            return audio_seq, audio_mask, coverage
+        speech, speech_ms = (True, 0.0) if self._vad is None else self._vad.has_speech(pcm, valid)
+        if not valid.any():
+            missing[Modality.AUDIO] = "no audio in window"
+        elif not speech:
+            missing[Modality.AUDIO] = (
+                f"silence: {speech_ms:.0f} ms of speech ({self._vad.method} voice activity), "
+                f"need {cfg.min_speech_ms:.0f} ms"
             )
-            if not valid.any():
-                missing[Modality.AUDIO] = "no audio in window"
-            elif not speech:
-                missing[Modality.AUDIO] = (
-                    f"silence: {speech_ms:.0f} ms of speech ({self._vad.method} voice activity), "
-                    f"need {cfg.min_speech_ms:.0f} ms"
-                )
-            else:
-                t0 = time.perf_counter()
-                mel = log_mel(pcm, p)[None]  # (1, frames, n_mels)
-                stages["audio_frontend"] = (time.perf_counter() - t0) * 1e3
-                emb = self._run("audio_encoder", {"logmel": mel}, stages)["audio_emb"]
-                n_steps = emb.shape[1]
-                audio_mask = step_mask(valid, n_steps, k * p.hop_length)[None]
-                audio_seq = np.ascontiguousarray(emb * audio_mask[..., None], dtype=np.float32)
-                if not audio_mask.any():
-                    missing[Modality.AUDIO] = "audio too short or mostly missing"
-        # video: face embeddings on the model's frame grid
+        else:
+            t0 = time.perf_counter()
+            mel = log_mel(pcm, p)[None]  # (1, frames, n_mels)
+            stages["audio_frontend"] = (time.perf_counter() - t0) * 1e3
+            emb = self._run("audio_encoder", {"logmel": mel}, stages)["audio_emb"]
+            audio_mask = step_mask(valid, emb.shape[1], k * p.hop_length)[None]
+            audio_seq = np.ascontiguousarray(emb * audio_mask[..., None], dtype=np.float32)
+            if not audio_mask.any():
+                missing[Modality.AUDIO] = "audio too short or mostly missing"
+                audio_seq = np.zeros_like(audio_seq)
+        return audio_seq, audio_mask, coverage
+
+    def _fuse(
+        self,
+        start: float,
+        end: float,
+        audio: tuple[np.ndarray, np.ndarray, float],
+        frames: FrameBuffer,
+        missing: dict[Modality, str],
+        stages: dict[str, float],
+        *,
+        smoother: Smoother | None,
+        reach_ms: float | None = None,
+        recent_ms: float | None = None,
+        track_id: int = 0,
+    ) -> EmotionResult:
+        """Fuse one window's audio (from :meth:`_audio_window`) with one face track's frames.
+
+        ``missing`` carries modalities already known to be absent (with the reason);
+        ``reach_ms`` widens the frame lookup (predict's few images span the whole window);
+        ``recent_ms`` makes video missing as soon as that last stretch has no face (streams);
+        ``smoother`` None reports the raw scores.
+        """
+        cfg = self.config
+        audio_seq, audio_mask, audio_cov = audio
+        coverage = {Modality.AUDIO: audio_cov}
         fps = self.bundle.stream.video_fps
         video, vmask, seen = frames.grid(start, end, fps, self._d_video, reach_ms)
         coverage[Modality.VIDEO] = float(vmask.mean())
@@ -377,13 +405,10 @@ class Recognizer:
         if Modality.VIDEO in missing:
             video[:] = 0.0
             vmask[:] = 0.0
-        if Modality.AUDIO in missing:
-            audio_seq[:] = 0.0
-            audio_mask[:] = 0.0
         used = tuple(m for m in (Modality.AUDIO, Modality.VIDEO) if m not in missing)
         if not used:
             return EmotionResult(
-                None, {}, {}, end, (start, end), (), missing, coverage, Latency(stages)
+                None, {}, {}, end, (start, end), (), missing, coverage, Latency(stages), track_id
             )
         feeds = {
             "audio": audio_seq,
@@ -394,19 +419,20 @@ class Recognizer:
         logits = self._run("fusion", feeds, stages)["logits"][0]
         raw = self._calibration.apply(softmax(logits))
         t0 = time.perf_counter()
-        probs = self._smoother(raw) if smooth else raw
+        probs = smoother(raw) if smoother is not None else raw
         stages["smoothing"] = (time.perf_counter() - t0) * 1e3
         label = self.labels[int(np.argmax(probs))]
         return EmotionResult(
             label,
-            dict(zip(self.labels, map(float, probs), strict=False)),
-            dict(zip(self.labels, map(float, raw), strict=False)),
+            dict(zip(self.labels, map(float, probs), strict=True)),
+            dict(zip(self.labels, map(float, raw), strict=True)),
             end,
             (start, end),
             used,
             missing,
             coverage,
             Latency(stages),
+            track_id,
         )
 
     # -- streams -------------------------------------------------------------------------------
@@ -460,7 +486,18 @@ class Recognizer:
         sr = self.bundle.audio.sample_rate
         hop_ms, win_ms = self.hop_s * 1000.0, self.window_s * 1000.0
         audio_buf = AudioBuffer(sr, self.window_s + self.hop_s + 1.0)
-        frames = FrameBuffer(self.window_s + 1.0)
+        multi = self.config.max_faces > 1
+        tracker = None
+        if multi:
+            from .perception.face import FaceTracker
+
+            tracker = FaceTracker(
+                max_faces=self.config.max_faces,
+                max_missed=int(self.window_s * self.bundle.stream.video_fps),
+            )
+        # one frame buffer and one smoother per face track; track 0 when following one face
+        buffers: dict[int, FrameBuffer] = {} if multi else {0: FrameBuffer(self.window_s + 1.0)}
+        smoothers: dict[int, Smoother] = {} if multi else {0: self._smoother}
         lost: dict[Modality, str] = {}
         pending: dict[str, float] = {}  # face stage times accumulated since the last result
         self._smoother.reset()
@@ -470,25 +507,67 @@ class Recognizer:
         frame_gap_ms = 0.9 * 1000.0 / self.bundle.stream.video_fps
         events = source.events()
 
-        def emit(t: float) -> EmotionResult:
+        def emit(t: float) -> list[EmotionResult]:
             t0 = time.perf_counter()
             start = max(origin, t - win_ms)
             pcm, valid = audio_buf.read(start, t)
             stages = dict(pending)
             pending.clear()
-            r = self._analyse(
-                start,
-                t,
-                pcm,
-                valid,
-                frames,
-                {**absent, **lost},
-                stages,
-                smooth=True,
-                recent_ms=hop_ms,
-            )
             face_ms = sum(v for s, v in stages.items() if s.startswith("face"))
-            return self._with_total(r, t0, face_ms)
+            known = {**absent, **lost}
+            audio = self._audio_window(pcm, valid, known, stages)
+            for tid in [tid for tid, fb in buffers.items() if multi and fb.last_face_ms < start]:
+                del buffers[tid], smoothers[tid]  # gone for a whole window: the track ends
+            tracks = sorted(buffers) or [-1]  # -1: no face track at all (multi-face mode)
+            out = []
+            for tid in tracks:
+                frames = buffers.get(tid) or FrameBuffer(0.0)
+                r = self._fuse(
+                    start,
+                    t,
+                    audio,
+                    frames,
+                    dict(known),
+                    dict(stages),
+                    smoother=smoothers.get(tid, self._smoother),
+                    recent_ms=hop_ms,
+                    track_id=tid,
+                )
+                out.append(self._with_total(r, t0, face_ms))
+            return out
+
+        def track(tid: int) -> FrameBuffer:
+            if tid not in buffers:
+                buffers[tid] = FrameBuffer(self.window_s + 1.0)
+                smoothers[tid] = Smoother(
+                    self.config.smoothing_alpha, enabled=self.config.smoothing == "ema"
+                )
+            return buffers[tid]
+
+        def add_frame(t: float, image: np.ndarray, is_face: bool) -> None:
+            stages: dict[str, float] = {}
+            try:
+                if tracker is None or is_face:
+                    # the largest face (or the crop given; a crop is track 0 in multi-face mode)
+                    track(0).add(
+                        FrameEntry(t, self._encode_images([image], is_face, stages, {})[0])
+                    )
+                else:
+                    _validate.image("frame", image, "an image (H, W) or (H, W, 1|3)")
+                    t1 = time.perf_counter()
+                    found = self._face_crops(image, tracker)
+                    stages["face_detect"] = (time.perf_counter() - t1) * 1e3
+                    embs = self._embed([c for _, c in found], "frame", stages)
+                    for (tid, _), emb in zip(found, embs):
+                        track(tid).add(FrameEntry(t, emb))
+                    for tid in set(buffers) - {tid for tid, _ in found}:
+                        buffers[tid].add(FrameEntry(t, None))
+            except BackendUnavailableError as e:
+                lost[Modality.VIDEO] = str(e)
+            except InputError as e:
+                logger.warning("dropping a malformed frame at %.0f ms: %s", t, e)
+            for name, v in stages.items():
+                pending[name] = pending.get(name, 0.0) + v
 
         try:
             while True:
@@ -506,7 +585,7 @@ class Recognizer:
                 if origin is None:
                     origin, next_t = t, t + hop_ms
                 while t >= next_t:
-                    yield emit(next_t)
+                    yield from emit(next_t)
                     next_t += hop_ms
                 if isinstance(ev, AudioChunk):
                     pcm = _validate.audio("AudioChunk.pcm", ev.pcm)
@@ -520,19 +599,7 @@ class Recognizer:
                         last_t = max(last_t, t)
                         continue
                     last_frame_t = t
-                    stages: dict[str, float] = {}
-                    missing: dict[Modality, str] = {}
-                    try:
-                        emb = self._encode_images([ev.image], ev.is_face, stages, missing)[0]
-                    except BackendUnavailableError as e:
-                        lost[Modality.VIDEO] = str(e)
-                        emb = None
-                    except InputError as e:
-                        logger.warning("dropping a malformed frame at %.0f ms: %s", t, e)
-                        emb = None
-                    for s, v in stages.items():
-                        pending[s] = pending.get(s, 0.0) + v
-                    frames.add(FrameEntry(t, emb))
+                    add_frame(t, ev.image, ev.is_face)
                 elif isinstance(ev, Tick):
                     end = t
                 elif isinstance(ev, HealthEvent):
@@ -549,10 +616,10 @@ class Recognizer:
                 return
             # flush: every full hop up to the end of the data, then the partial last hop
             while next_t <= last_t + 1e-6:
-                yield emit(next_t)
+                yield from emit(next_t)
                 next_t += hop_ms
             if last_t > next_t - hop_ms + 1.0 or lost:
-                yield emit(max(last_t, next_t - hop_ms))
+                yield from emit(max(last_t, next_t - hop_ms))
         finally:
             source.close()
 
