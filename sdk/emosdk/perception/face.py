@@ -135,17 +135,13 @@ class HaarFaceDetector:
         return boxes
 
     def _with_eyes(self, gray: np.ndarray, box: FaceBox) -> FaceBox:
-        # eyes lie in the upper half of a frontal face box
-        top = gray[box.y : box.y + box.h // 2, box.x : box.x + box.w]
+        # eye centres lie at about 40 % of a frontal face box's height; search the top 60 %
+        top = gray[box.y : box.y + int(box.h * 0.6), box.x : box.x + box.w]
         if top.size == 0:
             return box
-        side = max(8, box.w // 8)
+        lo, hi = max(8, box.w // 10), max(9, int(box.w * 0.35))
         eyes = self._eyes.detectMultiScale(
-            top,
-            scaleFactor=1.1,
-            minNeighbors=5,
-            minSize=(side, side),
-            maxSize=(box.w // 2, box.w // 2),
+            top, scaleFactor=1.1, minNeighbors=5, minSize=(lo, lo), maxSize=(hi, hi)
         )
         centres = [(box.x + ex + ew / 2, box.y + ey + eh / 2, ew * eh) for ex, ey, ew, eh in eyes]
         mid = box.x + box.w / 2
