@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     except EmosdkError as e:
         print(f"emosdk: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -458,16 +458,11 @@ class Recognizer:
             degraded (or empty) results when a modality is missing, never a gap.
         """
         self._check_open()
-        absent: dict[Modality, str] = {}
         if source is None:
             from .capture.live import live_source
 
             if microphone is None and camera is None:
                 microphone = camera = True
-            if microphone is None or microphone is False:
-                absent[Modality.AUDIO] = "microphone not used"
-            if camera is None or camera is False:
-                absent[Modality.VIDEO] = "camera not used"
             source = live_source(microphone, camera)
         elif microphone is not None or camera is not None:
             raise InputError("stream: pass either source= or microphone=/camera=, not both")
@@ -480,6 +475,13 @@ class Recognizer:
                 f"source: expected a Source (events() and close()) or a media file path, got "
                 f"{type(source).__name__}"
             )
+        # a source that declares what it captures (live devices) makes the rest "not used"
+        provides = getattr(source, "provides", None)
+        absent = {
+            m: f"{device} not used"
+            for m, device in ((Modality.AUDIO, "microphone"), (Modality.VIDEO, "camera"))
+            if provides is not None and m not in provides
+        }
         return self._stream(source, absent)
 
     def _stream(self, source: Source, absent: dict[Modality, str]) -> Iterator[EmotionResult]:

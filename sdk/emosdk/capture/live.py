@@ -347,4 +347,7 @@ def live_source(
         parts.append(RetryingSource(lambda: CameraSource(index), Modality.VIDEO, retry_s=retry_s))
     if not parts:
         raise BackendUnavailableError("live capture needs a microphone, a camera or both")
-    return parts[0] if len(parts) == 1 else MergedSource(*parts)
+    source = parts[0] if len(parts) == 1 else MergedSource(*parts)
+    # the modalities this source can deliver: a stream reports the others as "not used"
+    source.provides = tuple(p.modality for p in parts)
+    return source
