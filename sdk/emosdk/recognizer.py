@@ -626,10 +626,17 @@ class Recognizer:
             source.close()
 
     # -- calibration ---------------------------------------------------------------------------
-    def calibrate(self, source: Source | str | Path, seconds: float = 10.0) -> dict[str, float]:
-        """Learn a per-person neutral baseline from ``seconds`` of a source showing them at rest.
+    def calibrate(
+        self, source: Source | str | Path | None = None, seconds: float = 10.0
+    ) -> dict[str, float]:
+        """Learn a per-person neutral baseline from ``seconds`` of them at rest.
 
         Later results are adjusted by it until :meth:`reset_calibration`.
+
+        Args:
+            source: what to watch (a Source or a media file); None uses the live microphone and
+                camera, as :meth:`stream` does.
+            seconds: how long to collect, in source time.
 
         Returns:
             The baseline: label -> mean probability over the calibration windows.
@@ -642,7 +649,7 @@ class Recognizer:
         self._calibration.reset()
         collector = Calibration()
         first = None
-        for r in self.stream(source=source):
+        for r in self.stream(source=source) if source is not None else self.stream():
             first = r.window_ms[0] if first is None else first
             if r.label is not None:
                 collector.add(np.array([r.raw_scores[k] for k in self.labels]))
