@@ -79,11 +79,22 @@ class Recognizer:
         self._d_audio = _feature_dim(self.bundle, "fusion", "audio")
         self._d_video = _feature_dim(self.bundle, "fusion", "video")
         self._graphs: dict[str, Backend] = {}
+        variants = self.bundle.meta.get("variants", {}).get(config.precision, {})
+        if config.precision == "int8" and not variants:
+            raise BackendUnavailableError(
+                f"model {self.bundle.name!r} has no int8 graphs; make them with "
+                "`emosdk-export quantize` (needs emosdk[export]) or use precision='fp32'"
+            )
         try:
             for role, spec in self.bundle.graphs.items():
+                path = (
+                    self.bundle.path / variants[role]
+                    if role in variants
+                    else (self.bundle.graph_path(role))
+                )
                 self._graphs[role] = create_backend(
                     config.backend,
-                    self.bundle.graph_path(role),
+                    path,
                     spec,
                     precision=config.precision,
                     providers=config.providers,

@@ -1,0 +1,596 @@
+"""``emosdk-bench``: latency, throughput, memory and accuracy across backends and precisions.
+
+The JSON keys and the flags are a contract (ARCHITECTURE section 7; schema in docs/bench.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .backends import available_backends
+from .config import RecognizerConfig
+from .errors import EmosdkError, InputError
+from .metrics import classification_report
+from .models import load_model
+from .recognizer import Recognizer
+
+logger = logging.getLogger("emosdk")
+
+AUDIO_EXT = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a"}
+IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp"}
+VIDEO_EXT = {".mp4", ".flv", ".avi", ".webm", ".mkv", ".mov"}
+SYNONYMS = {
+    "angry": "anger",
+    "ang": "anger",
+    "disgusted": "disgust",
+    "dis": "disgust",
+    "fearful": "fear",
+    "fea": "fear",
+    "happy": "happiness",
+    "hap": "happiness",
+    "joy": "happiness",
+    "neu": "neutral",
+    "sad": "sadness",
+}
+MASK_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+SCHEMA_VERSION = 1
+
+
+def default_clips_manifest() -> Path:
+    """The bundled real CREMA-D clips of the repository (tests/data/cremad)."""
+    return Path(__file__).resolve().parents[2] / "tests" / "data" / "cremad" / "manifest.csv"
+
+
+# -- environment ---------------------------------------------------------------------------
+def environment() -> dict:
+    """What the figures were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import onnxruntime as ort
+
+    backends = {
+        b.name: {"available": b.available, "devices": list(b.devices), "detail": b.detail}
+        for b in available_backends()
+    }
+    gpus = [
+        d for b in available_backends() if b.available for d in b.devices if d.startswith("cuda")
+    ]
+    return {
+        "emosdk": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "gpu": gpus or None,
+        "numpy": np.__version__,
+        "onnxruntime": ort.__version__,
+        "onnxruntime_providers": ort.get_available_providers(),
+        "backends": backends,
+    }
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"p50": None, "p95": None, "p99": None, "mean": None, "n": 0}
+    v = np.asarray(values)
+    return {
+        "p50": float(np.percentile(v, 50)),
+        "p95": float(np.percentile(v, 95)),
+        "p99": float(np.percentile(v, 99)),
+        "mean": float(v.mean()),
+        "n": len(values),
+    }
+
+
+# -- inputs ----------------------------------------------------------------------------------
+@dataclass
+class Item:
+    """One manifest row, decoded."""
+
+    path: Path
+    label: str
+    audio: np.ndarray | None = None
+    frames: list[np.ndarray] = field(default_factory=list)
+    face: np.ndarray | None = None
+
+
+def read_manifest(path: Path, labels: tuple[str, ...]) -> tuple[list[tuple[Path, str]], dict]:
+    """Rows (file, label) of a manifest CSV; labels outside ``labels`` are counted and skipped."""
+    if not path.is_file():
+        raise InputError(f"--manifest: {path} does not exist")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        label_col = "label" if "label" in cols else ("intended" if "intended" in cols else None)
+        if "file" not in cols or label_col is None:
+            raise InputError(f"--manifest: {path} needs the columns file,label (has {cols})")
+        rows, skipped = [], {}
+        for row in reader:
+            lab = row[label_col].strip().lower()
+            lab = SYNONYMS.get(lab, lab)
+            if lab not in labels:
+                skipped[lab] = skipped.get(lab, 0) + 1
+                continue
+            rows.append((path.parent / row["file"], lab))
+    return rows, skipped
+
+
+def decode(path: Path, label: str) -> Item:
+    """Decode an audio file, a face image or a video into an :class:`Item`."""
+    ext = path.suffix.lower()
+    item = Item(path, label)
+    if ext in IMAGE_EXT:
+        import cv2
+
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise InputError(f"{path}: cannot be read as an image")
+        item.face = img
+        return item
+    if ext not in AUDIO_EXT | VIDEO_EXT:
+        raise InputError(f"{path}: unsupported file type {ext!r}")
+    from .capture.media import read_media
+
+    audio, frames = read_media(path)
+    item.audio = audio if len(audio) else None
+    item.frames = [f for _, f in frames]
+    return item
+
+
+def predict_item(
+    rec: Recognizer,
+    item: Item,
+    modality: str,
+    mask_frac: float = 0.0,
+    rng: np.random.Generator | None = None,
+):
+    """One prediction for a file (the whole clip as one window, or the mean over a stream)."""
+    audio = item.audio if modality in ("auto", "audio", "av") else None
+    frames = item.frames if modality in ("auto", "video", "av") else []
+    if item.face is not None:
+        if modality == "audio":
+            return None
+        return rec.predict(face=item.face)
+    if modality == "av" and (audio is None or not frames):
+        return None
+    frames = frames[:: max(1, len(frames) // 64)] if frames else []  # <= ~64 per clip
+    if frames and mask_frac > 0:
+        rng = rng or np.random.default_rng(0)
+        drop = rng.choice(len(frames), int(round(mask_frac * len(frames))), replace=False)
+        frames = [None if i in set(drop.tolist()) else f for i, f in enumerate(frames)]
+    if audio is None and not frames:
+        return None
+    return rec.predict(audio=audio, frame=frames or None, sample_rate=16_000)
+
+
+def accuracy_run(
+    rec: Recognizer, items: list[Item], modality: str, mask_frac: float = 0.0
+) -> tuple[dict, list[int], list[int]]:
+    labels = rec.labels
+    y_true, y_pred, none = [], [], 0
+    rng = np.random.default_rng(0)
+    for it in items:
+        r = predict_item(rec, it, modality, mask_frac, rng)
+        if r is None or r.label is None:
+            none += 1
+            continue
+        y_true.append(labels.index(it.label))
+        y_pred.append(labels.index(r.label))
+    rep = classification_report(y_true, y_pred, labels)
+    rep["no_prediction"] = none
+    return rep, y_true, y_pred
+
+
+def accuracy(
+    rec: Recognizer, manifest: Path, modality: str, plots: Path | None, robustness: bool = True
+) -> dict:
+    """The accuracy JSON of ARCHITECTURE section 7, with per-condition results and a robustness
+    curve for files that have both modalities."""
+    rows, skipped = read_manifest(manifest, rec.labels)
+    items = [decode(p, lab) for p, lab in rows]
+    out, _, _ = accuracy_run(rec, items, modality)
+    out["skipped"] = {"labels": skipped, "total": int(sum(skipped.values()))}
+    out["manifest"] = str(manifest)
+    out["modality"] = modality
+    av_items = [it for it in items if it.audio is not None and it.frames]
+    conditions = {}
+    if av_items and modality == "auto":
+        for cond in ("av", "audio", "video"):
+            rep, _, _ = accuracy_run(rec, av_items, cond)
+            conditions[cond] = {k: rep[k] for k in ("n", "accuracy", "macro_f1", "micro_f1", "uar")}
+    out["conditions"] = conditions
+    curve = []
+    if av_items and robustness and modality in ("auto", "av"):
+        for frac in MASK_LEVELS:
+            rep, _, _ = accuracy_run(rec, av_items, "av", frac)
+            curve.append({"masked": frac, "accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"]})
+    out["robustness"] = curve
+    if plots is not None:
+        from .plots import plot_confusion, plot_robustness
+
+        plots.mkdir(parents=True, exist_ok=True)
+        out["plots"] = {"confusion": str(plot_confusion(out, plots / "confusion.png"))}
+        if curve:
+            out["plots"]["robustness"] = str(plot_robustness(curve, plots / "robustness.png"))
+    return out
+
+
+# -- latency ---------------------------------------------------------------------------------
+def latency(rec: Recognizer, clip: Path, runs: int = 30, batches: tuple[int, ...] = (1, 8)) -> dict:
+    """Per-stage latency per streamed result (cold: the first; warm: the next ``runs``), one
+    window from scratch (``predict`` with all its frames), throughput at several batch sizes."""
+    from .capture.arrays import ArraySource
+    from .capture.media import read_media
+
+    t0 = time.perf_counter()
+    audio, frames = read_media(clip)
+    decode_ms = (time.perf_counter() - t0) * 1e3
+    imgs = [f for _, f in frames]
+    fps = (len(frames) - 1) / ((frames[-1][0] - frames[0][0]) / 1000) if len(frames) > 1 else 30.0
+    # replay the clip back to back until there are enough results
+    reps = max(1, int(np.ceil((runs + 2) * rec.hop_s / max(len(audio) / 16_000, 0.1))))
+    n_img = int(round(len(audio) / 16_000 * fps))
+    src = ArraySource(
+        audio=np.tile(audio, reps),
+        sample_rate=16_000,
+        frames=(imgs + [imgs[-1]] * max(0, n_img - len(imgs)))[:n_img] * reps if imgs else None,
+        fps=fps,
+    )
+    results = [{**r.latency.stages, "total": r.latency.total_ms} for r in rec.stream(source=src)]
+    cold, warm_runs = results[0], results[1 : runs + 1]
+    stages = sorted({k for r in warm_runs for k in r})
+    warm = {s: percentiles([r[s] for r in warm_runs if s in r]) for s in stages}
+    window = int(rec.window_s * 16_000)
+    win_audio = np.resize(audio, window) if len(audio) < window else audio[:window]
+    step = max(1, int(round(len(imgs) / (rec.window_s * rec.bundle.stream.video_fps))))
+    one = [
+        rec.predict(audio=win_audio, frame=imgs[::step] or None).latency.total_ms for _ in range(5)
+    ]
+    return {
+        "clip": str(clip),
+        "decode_ms": decode_ms,
+        "window_s": rec.window_s,
+        "hop_s": rec.hop_s,
+        "cold_ms": cold,
+        "warm_ms": warm,
+        "window_from_scratch_ms": percentiles(one),
+        "throughput": throughput(rec, batches),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def throughput(rec: Recognizer, batches: tuple[int, ...], seconds: float = 1.0) -> dict:
+    """Windows per second through the three graphs at batch B (front-ends excluded)."""
+    b = rec.bundle
+    n_frames = b.audio.num_frames(int(rec.window_s * b.audio.sample_rate))
+    tv = int(round(rec.window_s * b.stream.video_fps))
+    out = {}
+    rng = np.random.default_rng(0)
+    for batch in batches:
+        mel = rng.standard_normal((batch, n_frames, b.audio.n_mels)).astype(np.float32)
+        faces = rng.standard_normal((batch * tv, 1, b.face.size, b.face.size)).astype(np.float32)
+        n, t0 = 0, time.perf_counter()
+        while True:
+            emb = rec._graphs["audio_encoder"].infer({"logmel": mel})["audio_emb"]
+            femb = next(iter(rec._graphs["face_encoder"].infer({"face": faces}).values()))
+            video = np.ascontiguousarray(femb.reshape(batch, tv, -1))
+            rec._graphs["fusion"].infer(
+                {
+                    "audio": emb,
+                    "audio_mask": np.ones(emb.shape[:2], np.float32),
+                    "video": video,
+                    "video_mask": np.ones((batch, tv), np.float32),
+                }
+            )
+            n += 1
+            if time.perf_counter() - t0 > seconds and n >= 2:
+                break
+        out[str(batch)] = {"windows_per_s": n * batch / (time.perf_counter() - t0), "batch": batch}
+    return out
+
+
+# -- the table ---------------------------------------------------------------------------------
+ROWS = (
+    ("onnxruntime", "fp32"),
+    ("onnxruntime", "fp16"),
+    ("onnxruntime", "int8"),
+    ("tensorrt", "fp16"),
+)
+
+
+def bench_row(model: str, backend: str, engine: str, manifest: Path, clip: Path, runs: int) -> dict:
+    row = {"backend": backend, "precision": engine, "status": "ok", "reason": None}
+    try:
+        with Recognizer(
+            RecognizerConfig(model=model, backend=backend, precision=engine, smoothing="none")
+        ) as rec:
+            row["size_mb"] = round(rec.bundle.size_bytes / 1e6, 2)
+            row["device"] = sorted({g.device for g in rec._graphs.values()})
+            acc = accuracy(rec, manifest, "auto", None, robustness=False)
+            lat = latency(rec, clip, runs=runs, batches=(1,))
+            row.update(
+                accuracy=acc["accuracy"],
+                macro_f1=acc["macro_f1"],
+                n=acc["n"],
+                latency_p50_ms=lat["warm_ms"]["total"]["p50"],
+                latency_p95_ms=lat["warm_ms"]["total"]["p95"],
+                windows_per_s=lat["throughput"]["1"]["windows_per_s"],
+                details={"accuracy": acc, "latency": lat},
+            )
+    except EmosdkError as e:
+        row.update(status="unavailable", reason=str(e))
+    return row
+
+
+def print_table(rows: list[dict], file=sys.stdout) -> None:
+    head = (
+        f"{'':2} {'Backend/precision':<22} {'Status':<11} {'Size MB':>8} {'Acc':>6} "
+        f"{'MacroF1':>8} {'p50 ms':>8} {'p95 ms':>8} {'win/s':>7}"
+    )
+    print(head, file=file)
+    for r in rows:
+        ok = r["status"] == "ok"
+
+        def f(key: str, fmt: str, r: dict = r, ok: bool = ok) -> str:
+            return format(r[key], fmt) if ok and r.get(key) is not None else "-"
+
+        print(
+            f"{'✅' if ok else '❌'} {r['backend'] + ' ' + r['precision']:<22} "
+            f"{r['status']:<11} {f('size_mb', '8.2f'):>8} {f('accuracy', '6.3f'):>6} "
+            f"{f('macro_f1', '8.3f'):>8} {f('latency_p50_ms', '8.1f'):>8} "
+            f"{f('latency_p95_ms', '8.1f'):>8} {f('windows_per_s', '7.1f'):>7}",
+            file=file,
+        )
+    for r in rows:
+        if r["status"] != "ok":
+            print(f"   {r['backend']} {r['precision']}: {r['reason']}", file=file)
+    print(
+        "Legend: ✅ ran, ❌ cannot run on this machine (reason above). Acc and MacroF1 over "
+        "the manifest's files, one prediction per file; p50/p95: latency per streamed result "
+        "(one hop: audio front-end and encoder, the hop's faces, fusion), warm; win/s: windows "
+        "per second through the three graphs at batch 1.",
+        file=file,
+    )
+
+
+def check_floors(floors: list[str], values: dict) -> list[str]:
+    failures = []
+    for spec in floors:
+        if "=" not in spec:
+            raise InputError(f"--floor: expected METRIC=VALUE, got {spec!r}")
+        key, val = spec.split("=", 1)
+        try:
+            bound = float(val)
+        except ValueError:
+            raise InputError(f"--floor: {val!r} is not a number") from None
+        got = values.get(key)
+        if got is None:
+            raise InputError(f"--floor: unknown metric {key!r}; known: {sorted(values)}")
+        if got < bound:
+            failures.append(f"{key} = {got:.4f} < floor {bound}")
+    return failures
+
+
+# -- command line ------------------------------------------------------------------------------
+def cmd_default(args: argparse.Namespace) -> int:
+    manifest = args.manifest or default_clips_manifest()
+    clip = args.clip or next(
+        p
+        for p, _ in read_manifest(manifest, load_model(args.model).labels)[0]
+        if p.suffix.lower() in VIDEO_EXT
+    )
+    combos = [
+        c
+        for c in ROWS
+        if (args.engine is None or c[1] == args.engine) and (args.backend in ("auto", c[0]))
+    ]
+    if args.engine and not combos:
+        combos = [("onnxruntime", args.engine)]
+    rows = [bench_row(args.model, b, e, manifest, clip, args.runs) for b, e in combos]
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "command": "bench",
+        "model": args.model,
+        "manifest": str(manifest),
+        "rows": rows,
+        "environment": environment(),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    ran = [r for r in rows if r["status"] == "ok"]
+    if args.json:
+        print(json.dumps(result, indent=2, default=float))
+    else:
+        print_table(rows)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2, default=float) + "\n")
+    if not ran:
+        return 1
+    floors = check_floors(
+        args.floor, {k: ran[0][k] for k in ("accuracy", "macro_f1", "windows_per_s")}
+    )
+    for msg in floors:
+        print(f"emosdk-bench: floor failed: {msg}", file=sys.stderr)
+    return 1 if floors else 0
+
+
+def cmd_accuracy(args: argparse.Namespace) -> int:
+    if args.manifest is None:
+        raise InputError("accuracy: --manifest PATH is required")
+    config = RecognizerConfig(
+        model=args.model, backend=args.backend, precision=args.engine or "fp32", smoothing="none"
+    )
+    with Recognizer(config) as rec:
+        out = accuracy(rec, args.manifest, args.modality, args.plots)
+    out.update(
+        schema_version=SCHEMA_VERSION,
+        command="accuracy",
+        model=args.model,
+        environment=environment(),
+    )
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(
+            f"n={out['n']} skipped={out['skipped']['total']} accuracy={out['accuracy']:.4f} "
+            f"macro_f1={out['macro_f1']:.4f} micro_f1={out['micro_f1']:.4f} "
+            f"uar={out['uar']:.4f}"
+        )
+        for lab, pc in out["per_class"].items():
+            print(
+                f"  {lab:<10} P={pc['precision']:.3f} R={pc['recall']:.3f} F1={pc['f1']:.3f} "
+                f"n={pc['support']}"
+            )
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    failures = check_floors(
+        args.floor, {k: out[k] for k in ("accuracy", "macro_f1", "micro_f1", "uar")}
+    )
+    for msg in failures:
+        print(f"emosdk-bench: floor failed: {msg}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_latency(args: argparse.Namespace) -> int:
+    clip = args.clip or next(
+        p
+        for p, _ in read_manifest(default_clips_manifest(), load_model(args.model).labels)[0]
+        if p.suffix.lower() in VIDEO_EXT
+    )
+    config = RecognizerConfig(
+        model=args.model, backend=args.backend, precision=args.engine or "fp32", smoothing="none"
+    )
+    with Recognizer(config) as rec:
+        out = latency(rec, clip, runs=args.runs, batches=tuple(args.batch))
+        out["device"] = sorted({g.device for g in rec._graphs.values()})
+    out.update(
+        schema_version=SCHEMA_VERSION,
+        command="latency",
+        model=args.model,
+        backend=args.backend,
+        precision=args.engine or "fp32",
+        environment=environment(),
+    )
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(
+            f"{'stage':<18} {'p50':>8} {'p95':>8} {'p99':>8}   (warm, ms; cold total "
+            f"{out['cold_ms']['total']:.1f} ms)"
+        )
+        for s, p in out["warm_ms"].items():
+            print(f"{s:<18} {p['p50']:8.2f} {p['p95']:8.2f} {p['p99']:8.2f}")
+        for b, t in out["throughput"].items():
+            print(f"batch {b:>3}: {t['windows_per_s']:.1f} windows/s (graphs only)")
+        print(f"peak RSS {out['peak_rss_mb']:.0f} MB")
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", default="default", help="bundled model name or bundle folder")
+    common.add_argument(
+        "--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt", "torch"]
+    )
+    common.add_argument(
+        "--engine",
+        choices=["fp32", "fp16", "int8"],
+        default=None,
+        help="precision (default: every precision for the table, fp32 otherwise)",
+    )
+    common.add_argument("--json", action="store_true", help="print the documented JSON")
+    common.add_argument("--out", type=Path, help="also write the JSON to this file")
+    common.add_argument(
+        "--floor",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="exit non-zero when METRIC is below VALUE (e.g. macro_f1=0.5)",
+    )
+    common.add_argument("--runs", type=int, default=30, help="warm latency runs")
+    common.add_argument("-v", "--verbose", action="store_true")
+    p = argparse.ArgumentParser(
+        prog="emosdk-bench",
+        parents=[common],
+        description="Latency and accuracy of emosdk models on this machine. Without a "
+        "subcommand: both, on the bundled model and the bundled real clips, as a table.",
+    )
+    p.add_argument("--manifest", type=Path, help="CSV with file,label (default: bundled clips)")
+    p.add_argument("--clip", type=Path, help="clip timed for latency (default: a bundled clip)")
+    sub = p.add_subparsers(dest="command")
+    a = sub.add_parser(
+        "accuracy",
+        parents=[common],
+        help="accuracy on a manifest of files",
+        description="Accuracy, macro-F1, micro-F1, UAR, per class and confusion "
+        "on a manifest CSV (file,label[,speaker]) of audio files, face images "
+        "or videos; per modality condition and a robustness curve for videos.",
+    )
+    a.add_argument("--manifest", type=Path, help="CSV with file,label")
+    a.add_argument("--modality", choices=["auto", "audio", "video", "av"], default="auto")
+    a.add_argument("--plots", type=Path, help="folder for confusion.png and robustness.png")
+    lat = sub.add_parser(
+        "latency",
+        parents=[common],
+        help="per-stage latency and throughput",
+        description="Per-stage latency (cold and warm p50/p95/p99), windows "
+        "per second at batch sizes, peak RSS and the environment.",
+    )
+    lat.add_argument("--clip", type=Path, help="clip to time (default: a bundled clip)")
+    lat.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.backend == "torch":
+        print(
+            "emosdk-bench: the torch backend runs from benchmarks/ (it needs the training "
+            "checkpoints and torch), not from the runtime",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        if args.command == "accuracy":
+            return cmd_accuracy(args)
+        if args.command == "latency":
+            return cmd_latency(args)
+        return cmd_default(args)
+    except EmosdkError as e:
+        print(f"emosdk-bench: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
