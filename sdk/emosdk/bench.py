@@ -108,12 +108,13 @@ def percentiles(values: list[float]) -> dict:
 # -- inputs ----------------------------------------------------------------------------------
 @dataclass
 class Item:
-    """One manifest row, decoded."""
+    """One manifest row, decoded: 16 kHz audio, and face crops sampled at the model's frame
+    rate (``None`` where no face was found), or one face image."""
 
     path: Path
     label: str
     audio: np.ndarray | None = None
-    frames: list[np.ndarray] = field(default_factory=list)
+    faces: list[np.ndarray | None] = field(default_factory=list)
     face: np.ndarray | None = None
 
 
@@ -138,8 +139,12 @@ def read_manifest(path: Path, labels: tuple[str, ...]) -> tuple[list[tuple[Path,
     return rows, skipped
 
 
-def decode(path: Path, label: str) -> Item:
-    """Decode an audio file, a face image or a video into an :class:`Item`."""
+def decode(rec: Recognizer, path: Path, label: str) -> Item:
+    """Decode an audio file, a face image or a video into an :class:`Item`.
+
+    Video frames are sampled at the model's frame rate and their faces detected once, so every
+    condition and masking level below reuses the same crops.
+    """
     ext = path.suffix.lower()
     item = Item(path, label)
     if ext in IMAGE_EXT:
@@ -156,7 +161,14 @@ def decode(path: Path, label: str) -> Item:
 
     audio, frames = read_media(path)
     item.audio = audio if len(audio) else None
-    item.frames = [f for _, f in frames]
+    if frames:
+        fps = rec.bundle.stream.video_fps
+        t0, t1 = frames[0][0], frames[-1][0]
+        times = np.arange(t0, t1 + 1e-6, 1000.0 / fps)
+        ft = np.array([t for t, _ in frames])
+        for t in times:
+            found = rec._face_crops(frames[int(np.abs(ft - t).argmin())][1])
+            item.faces.append(found[0][1] if found else None)
     return item
 
 
@@ -167,23 +179,26 @@ def predict_item(
     mask_frac: float = 0.0,
     rng: np.random.Generator | None = None,
 ):
-    """One prediction for a file (the whole clip as one window, or the mean over a stream)."""
+    """One prediction per file: the whole clip (up to 60 s) as one window.
+
+    ``modality`` keeps only audio, only video, or requires both (``av``); ``mask_frac`` hides
+    that fraction of the face frames at random (the robustness protocol).
+    """
     audio = item.audio if modality in ("auto", "audio", "av") else None
-    frames = item.frames if modality in ("auto", "video", "av") else []
+    faces = item.faces if modality in ("auto", "video", "av") else []
     if item.face is not None:
-        if modality == "audio":
-            return None
-        return rec.predict(face=item.face)
-    if modality == "av" and (audio is None or not frames):
+        return None if modality == "audio" else rec.predict(face=item.face)
+    if modality == "av" and (audio is None or not faces):
         return None
-    frames = frames[:: max(1, len(frames) // 64)] if frames else []  # <= ~64 per clip
-    if frames and mask_frac > 0:
+    if faces and mask_frac > 0:
         rng = rng or np.random.default_rng(0)
-        drop = rng.choice(len(frames), int(round(mask_frac * len(frames))), replace=False)
-        frames = [None if i in set(drop.tolist()) else f for i, f in enumerate(frames)]
-    if audio is None and not frames:
+        drop = set(
+            rng.choice(len(faces), int(round(mask_frac * len(faces))), replace=False).tolist()
+        )
+        faces = [None if i in drop else f for i, f in enumerate(faces)]
+    if audio is None and not faces:
         return None
-    return rec.predict(audio=audio, frame=frames or None, sample_rate=16_000)
+    return rec.predict(audio=audio, face=faces or None, sample_rate=16_000)
 
 
 def accuracy_run(
@@ -210,12 +225,12 @@ def accuracy(
     """The accuracy JSON of ARCHITECTURE section 7, with per-condition results and a robustness
     curve for files that have both modalities."""
     rows, skipped = read_manifest(manifest, rec.labels)
-    items = [decode(p, lab) for p, lab in rows]
+    items = [decode(rec, p, lab) for p, lab in rows]
     out, _, _ = accuracy_run(rec, items, modality)
     out["skipped"] = {"labels": skipped, "total": int(sum(skipped.values()))}
     out["manifest"] = str(manifest)
     out["modality"] = modality
-    av_items = [it for it in items if it.audio is not None and it.frames]
+    av_items = [it for it in items if it.audio is not None and it.faces]
     conditions = {}
     if av_items and modality == "auto":
         for cond in ("av", "audio", "video"):
@@ -345,7 +360,8 @@ def bench_row(model: str, backend: str, engine: str, manifest: Path, clip: Path,
     return row
 
 
-def print_table(rows: list[dict], file=sys.stdout) -> None:
+def print_table(rows: list[dict], file=None) -> None:
+    file = file or sys.stdout
     head = (
         f"{'':2} {'Backend/precision':<22} {'Status':<11} {'Size MB':>8} {'Acc':>6} "
         f"{'MacroF1':>8} {'p50 ms':>8} {'p95 ms':>8} {'win/s':>7}"
@@ -402,13 +418,15 @@ def cmd_default(args: argparse.Namespace) -> int:
         for p, _ in read_manifest(manifest, load_model(args.model).labels)[0]
         if p.suffix.lower() in VIDEO_EXT
     )
+    # --engine E: the rows for E, plus the CPU fp32 reference row so that something comparable
+    # still runs on machines where E cannot
     combos = [
         c
         for c in ROWS
-        if (args.engine is None or c[1] == args.engine) and (args.backend in ("auto", c[0]))
+        if (args.engine is None or c[1] == args.engine) and args.backend in ("auto", c[0])
     ]
-    if args.engine and not combos:
-        combos = [("onnxruntime", args.engine)]
+    if args.engine not in (None, "fp32") and ("onnxruntime", "fp32") not in combos:
+        combos.append(("onnxruntime", "fp32"))
     rows = [bench_row(args.model, b, e, manifest, clip, args.runs) for b, e in combos]
     result = {
         "schema_version": SCHEMA_VERSION,
