@@ -342,7 +342,9 @@ def bench_row(model: str, backend: str, engine: str, manifest: Path, clip: Path,
         with Recognizer(
             RecognizerConfig(model=model, backend=backend, precision=engine, smoothing="none")
         ) as rec:
-            row["size_mb"] = round(rec.bundle.size_bytes / 1e6, 2)
+            row["size_mb"] = round(
+                sum(g.path.stat().st_size for g in rec._graphs.values()) / 1e6, 2
+            )  # the graphs this precision runs
             row["device"] = sorted({g.device for g in rec._graphs.values()})
             acc = accuracy(rec, manifest, "auto", None, robustness=False)
             lat = latency(rec, clip, runs=runs, batches=(1,))
