@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from ._cli import run_command
 from .backends import available_backends
 from .config import RecognizerConfig
 from .errors import EmosdkError, InputError
@@ -328,6 +329,10 @@ def throughput(rec: Recognizer, batches: tuple[int, ...], seconds: float = 1.0) 
 
 
 # -- the table ---------------------------------------------------------------------------------
+TORCH_REASON = (
+    "the runtime never imports torch; torch eager is measured by benchmarks/compare_backends.py "
+    "(needs emosdk[export] and the training checkpoints)"
+)
 ROWS = (
     ("onnxruntime", "fp32"),
     ("onnxruntime", "fp16"),
@@ -338,6 +343,8 @@ ROWS = (
 
 def bench_row(model: str, backend: str, engine: str, manifest: Path, clip: Path, runs: int) -> dict:
     row = {"backend": backend, "precision": engine, "status": "ok", "reason": None}
+    if backend == "torch":
+        return {**row, "status": "unavailable", "reason": TORCH_REASON}
     try:
         with Recognizer(
             RecognizerConfig(model=model, backend=backend, precision=engine, smoothing="none")
@@ -427,7 +434,11 @@ def cmd_default(args: argparse.Namespace) -> int:
         for c in ROWS
         if (args.engine is None or c[1] == args.engine) and args.backend in ("auto", c[0])
     ]
-    if args.engine not in (None, "fp32") and ("onnxruntime", "fp32") not in combos:
+    if args.backend == "torch":
+        combos = [("torch", args.engine or "fp32")]
+    # --engine E (or --backend torch): also the CPU fp32 reference row, so that something
+    # comparable still runs on machines where the requested combination cannot
+    if ("onnxruntime", "fp32") not in combos and args.backend in ("auto", "torch"):
         combos.append(("onnxruntime", "fp32"))
     rows = [bench_row(args.model, b, e, manifest, clip, args.runs) for b, e in combos]
     result = {
@@ -587,29 +598,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
+    if args.backend == "torch" and args.command is not None:
+        print(f"emosdk-bench: error: {TORCH_REASON}", file=sys.stderr)
+        return 2
+    commands = {"accuracy": cmd_accuracy, "latency": cmd_latency}
+    return run_command(
+        "emosdk-bench", args.verbose, lambda: commands.get(args.command, cmd_default)(args)
     )
-    if args.backend == "torch":
-        print(
-            "emosdk-bench: the torch backend runs from benchmarks/ (it needs the training "
-            "checkpoints and torch), not from the runtime",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        if args.command == "accuracy":
-            return cmd_accuracy(args)
-        if args.command == "latency":
-            return cmd_latency(args)
-        return cmd_default(args)
-    except EmosdkError as e:
-        print(f"emosdk-bench: error: {e}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        sys.stderr.close()
-        return 0
 
 
 if __name__ == "__main__":

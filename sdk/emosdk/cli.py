@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections import Counter
 from pathlib import Path
 
 from . import __version__
+from ._cli import run_command
 from .backends import available_backends
 from .config import RecognizerConfig
-from .errors import EmosdkError
 from .models import available_models, load_model
 from .recognizer import Recognizer
 
@@ -106,18 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        return args.func(args)
-    except EmosdkError as e:
-        print(f"emosdk: error: {e}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # e.g. piped into `head`
-        sys.stderr.close()
-        return 0
+    return run_command("emosdk", args.verbose, lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from ._cli import run_command
 from .capture.base import Event, Source, VideoFrame
 from .config import RecognizerConfig
-from .errors import EmosdkError
 from .recognizer import Recognizer
 from .results import EmotionResult, Modality
 
@@ -318,18 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        return run(args)
-    except EmosdkError as e:
-        print(f"emosdk-demo: error: {e}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # e.g. piped into `head`
-        sys.stderr.close()
-        return 0
+    return run_command("emosdk-demo", args.verbose, lambda: run(args))
 
 
 if __name__ == "__main__":
