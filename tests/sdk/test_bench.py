@@ -177,3 +177,13 @@ def test_metrics_match_hand_counts():
     assert rep["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
     assert rep["uar"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)
     assert rep["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+
+
+def test_backend_torch_is_an_unavailable_row_not_a_crash(fixture_bundle, capsys):
+    code, out = run_json(
+        capsys, ["--model", str(fixture_bundle), "--backend", "torch", "--runs", "2"]
+    )
+    rows = {(r["backend"], r["precision"]): r for r in out["rows"]}
+    assert rows[("torch", "fp32")]["status"] == "unavailable"
+    assert "compare_backends" in rows[("torch", "fp32")]["reason"]
+    assert rows[("onnxruntime", "fp32")]["status"] == "ok" and code == 0
