@@ -47,6 +47,7 @@ class TeeSource:
     def __init__(self, source: Source, on_frame=None) -> None:
         self.source = source
         self.provides = getattr(source, "provides", None)
+        self.absent_reasons = getattr(source, "absent_reasons", {})
         self.frame: np.ndarray | None = None
         self.frame_t = -1.0
         self._on_frame = on_frame

@@ -486,10 +486,12 @@ class Recognizer:
                 f"source: expected a Source (events() and close()) or a media file path, got "
                 f"{type(source).__name__}"
             )
-        # a source that declares what it captures (live devices) makes the rest "not used"
+        # a source that declares what it delivers (live devices, media files) gets the rest
+        # reported with its own reason, or "microphone/camera not used"
         provides = getattr(source, "provides", None)
+        reasons = getattr(source, "absent_reasons", {})
         absent = {
-            m: f"{device} not used"
+            m: reasons.get(m, f"{device} not used")
             for m, device in ((Modality.AUDIO, "microphone"), (Modality.VIDEO, "camera"))
             if provides is not None and m not in provides
         }

@@ -65,3 +65,13 @@ def test_cli_info_lists_backends(capsys):
     assert main(["info"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert {b["name"] for b in info["backends"]} == {"onnxruntime", "tensorrt"}
+
+
+def test_streaming_an_audio_file_says_it_has_no_video(fixture_bundle, speech_clips):
+    from emosdk import Modality, Recognizer
+
+    with Recognizer(model=fixture_bundle) as rec:
+        results = list(rec.stream(source=speech_clips[3]))
+    assert len(results) >= 4
+    assert all(r.missing[Modality.VIDEO] == "the file has no video stream" for r in results)
+    assert any(r.modalities == (Modality.AUDIO,) for r in results)

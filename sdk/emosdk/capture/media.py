@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailableError, InputError, SourceError
+from ..results import Modality
 from .base import AudioChunk, Event, VideoFrame
 
 logger = logging.getLogger("emosdk")
@@ -58,6 +59,16 @@ class MediaFileSource:
             raise InputError(f"source: {self.path} is not a readable media file ({e})") from None
         if not (self.has_audio or self.has_video):
             raise InputError(f"source: {self.path} has no audio or video stream to read")
+        # what this source can deliver; a stream reports the rest with these reasons
+        self.provides = tuple(
+            m
+            for m, ok in ((Modality.AUDIO, self.has_audio), (Modality.VIDEO, self.has_video))
+            if ok
+        )
+        self.absent_reasons = {
+            Modality.AUDIO: "the file has no audio stream" if audio else "audio not read",
+            Modality.VIDEO: "the file has no video stream" if video else "video not read",
+        }
         self._realtime = realtime
         self._closed = False
 
