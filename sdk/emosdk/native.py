@@ -196,8 +196,9 @@ def require_attention_library() -> AttentionLibrary:
     """
     lib, why = _load_attention()
     if lib is None:
-        raise BackendUnavailableError(f"the fused attention CUDA kernel is unavailable ({why}). "
-                                      f"{BUILD_HINT}")
+        raise BackendUnavailableError(
+            f"the fused attention CUDA kernel is unavailable ({why}). {BUILD_HINT}"
+        )
     return lib
 
 

@@ -34,7 +34,8 @@ logger = logging.getLogger("emosdk")
 MAX_PREDICT_S = 60.0
 
 
-def _feature_dim(bundle, role: str, name: str) -> int:
+def _feature_dim(bundle, name: str) -> int:
+    """The fixed feature size of a fusion input (the runtime sizes its buffers with it)."""
     dim = bundle.graphs["fusion"].input(name).shape[-1]
     if not isinstance(dim, int):
         raise ModelError(f"{bundle.path}: fusion input {name!r} needs a fixed feature size")
@@ -76,8 +77,8 @@ class Recognizer:
                 "(one of them comes from the model when not set)"
             )
         self.labels = self.bundle.labels
-        self._d_audio = _feature_dim(self.bundle, "fusion", "audio")
-        self._d_video = _feature_dim(self.bundle, "fusion", "video")
+        self._d_audio = _feature_dim(self.bundle, "audio")
+        self._d_video = _feature_dim(self.bundle, "video")
         self._graphs: dict[str, Backend] = {}
         variants = self.bundle.meta.get("variants", {}).get(config.precision, {})
         if config.precision == "int8" and not variants:
@@ -87,11 +88,8 @@ class Recognizer:
             )
         try:
             for role, spec in self.bundle.graphs.items():
-                path = (
-                    self.bundle.path / variants[role]
-                    if role in variants
-                    else (self.bundle.graph_path(role))
-                )
+                # a precision variant (e.g. int8) replaces the fp32 graph of its role
+                path = self.bundle.path / variants.get(role, spec.file)
                 self._graphs[role] = create_backend(
                     config.backend,
                     path,

@@ -22,9 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def masked_attention(
-    q: Any, k: Any, v: Any, mask: Any = None, scale: float | None = None
-) -> Any:
+def masked_attention(q: Any, k: Any, v: Any, mask: Any = None, scale: float | None = None) -> Any:
     """Fused masked attention on torch tensors (see the module docstring).
 
     Args:

@@ -80,8 +80,9 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
             f"masked_attention: q, k, v must share one float dtype, got {q.dtype}, {k.dtype}, "
             f"{v.dtype}"
         )
-    if mask is not None and (mask.dim() != 2 or mask.shape[1] != k.shape[2]
-                             or mask.shape[0] not in (1, B)):
+    if mask is not None and (
+        mask.dim() != 2 or mask.shape[1] != k.shape[2] or mask.shape[0] not in (1, B)
+    ):
         raise InputError(
             f"masked_attention: mask must be [B, Tk] = [{B}, {k.shape[2]}] (or [1, Tk]), got "
             f"{tuple(mask.shape)}"
@@ -161,8 +162,9 @@ def triton_attention(
         BackendUnavailableError: triton is not installed.
     """
     if not native.triton_installed():
-        raise BackendUnavailableError(f"the Triton attention kernel is unavailable. "
-                                      f"{native.TRITON_HINT}")
+        raise BackendUnavailableError(
+            f"the Triton attention kernel is unavailable. {native.TRITON_HINT}"
+        )
     from .triton_attention import masked_attention_triton
 
     return masked_attention_triton(q, k, v, _mask_f32(mask), scale)
