@@ -76,7 +76,7 @@ TRITON_HINT = (
 class EmosdkAttentionParams(ctypes.Structure):
     """Mirror of ``EmosdkAttentionParams`` in kernels/emosdk_attention.h (keep in sync)."""
 
-    _fields_ = [  # noqa: RUF012 (ctypes wants a plain list)
+    _fields_ = [
         ("q", ctypes.c_void_p),
         ("k", ctypes.c_void_p),
         ("v", ctypes.c_void_p),
@@ -113,6 +113,16 @@ class AttentionLibrary:
         status = self.lib.emosdk_attention_forward(ctypes.byref(params), ctypes.c_void_p(stream))
         if status != 0:
             raise RuntimeError(f"emosdk_attention_forward failed: {self.error_string(status)}")
+
+    def contiguous(
+        self, batch: int, heads: int, q_len: int, kv_len: int, head_dim: int
+    ) -> EmosdkAttentionParams:
+        """Parameters with contiguous ``[B, H, T, D]`` strides, no pointers, default scale."""
+        params = EmosdkAttentionParams()
+        self.lib.emosdk_attention_contiguous(
+            ctypes.byref(params), batch, heads, q_len, kv_len, head_dim
+        )
+        return params
 
     def error_string(self, status: int) -> str:
         return self.lib.emosdk_attention_error_string(status).decode()
@@ -171,6 +181,14 @@ def _load_attention() -> tuple[AttentionLibrary | None, str]:
             f"libemosdk_attention at {path} has ABI version {version}, this emosdk expects "
             f"{ABI_VERSION}: rebuild it"
         )
+    lib.emosdk_attention_params_size.restype = ctypes.c_int
+    lib.emosdk_attention_params_size.argtypes = []
+    size = lib.emosdk_attention_params_size()
+    if size != ctypes.sizeof(EmosdkAttentionParams):
+        return None, (
+            f"libemosdk_attention at {path}: EmosdkAttentionParams is {size} bytes there and "
+            f"{ctypes.sizeof(EmosdkAttentionParams)} in emosdk.native: rebuild it"
+        )
     lib.emosdk_attention_forward.restype = ctypes.c_int
     lib.emosdk_attention_forward.argtypes = [
         ctypes.POINTER(EmosdkAttentionParams),
@@ -179,6 +197,11 @@ def _load_attention() -> tuple[AttentionLibrary | None, str]:
     lib.emosdk_attention_error_string.restype = ctypes.c_char_p
     lib.emosdk_attention_error_string.argtypes = [ctypes.c_int]
     lib.emosdk_cuda_device_count.restype = ctypes.c_int
+    lib.emosdk_attention_contiguous.restype = None
+    lib.emosdk_attention_contiguous.argtypes = [
+        ctypes.POINTER(EmosdkAttentionParams),
+        *[ctypes.c_int32] * 5,
+    ]
     lib.emosdk_cuda_device_count.argtypes = [ctypes.POINTER(ctypes.c_int)]
     return AttentionLibrary(path, lib), f"libemosdk_attention: {path}"
 

@@ -173,7 +173,7 @@ def triton_attention(
 _warned: set[str] = set()
 
 
-def _cuda_impl(q, k, v, mask, scale) -> torch.Tensor:  # noqa: ANN001
+def _cuda_impl(q, k, v, mask, scale) -> torch.Tensor:
     impl = _impl()
     if impl == "cuda":
         return cuda_kernel_attention(q, k, v, mask, scale)
@@ -199,25 +199,25 @@ def _cuda_impl(q, k, v, mask, scale) -> torch.Tensor:  # noqa: ANN001
     mutates_args=(),
     schema="(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale) -> Tensor",
 )
-def _masked_attention_op(q, k, v, mask, scale):  # noqa: ANN001, ANN202
+def _masked_attention_op(q, k, v, mask, scale):
     # Default for devices with no registered kernel (e.g. mps): the reference.
     return reference_attention(q, k, v, mask, scale)
 
 
 @_masked_attention_op.register_kernel("cpu")
-def _masked_attention_cpu(q, k, v, mask, scale):  # noqa: ANN001, ANN202
+def _masked_attention_cpu(q, k, v, mask, scale):
     return reference_attention(q, k, v, mask, scale)
 
 
 @_masked_attention_op.register_kernel("cuda")
-def _masked_attention_cuda(q, k, v, mask, scale):  # noqa: ANN001, ANN202
+def _masked_attention_cuda(q, k, v, mask, scale):
     if scale <= 0:
         scale = default_scale(q.shape[-1])
     return _cuda_impl(q, k, v, mask, scale)
 
 
 @_masked_attention_op.register_fake
-def _masked_attention_fake(q, k, v, mask, scale):  # noqa: ANN001, ANN202
+def _masked_attention_fake(q, k, v, mask, scale):
     return q.new_empty(q.shape)
 
 

@@ -25,7 +25,7 @@ LOG2E = 1.4426950408889634
 
 @triton.jit
 def _masked_attention_fwd(
-    Q, K, V, M, O,
+    Q, K, V, M, Out,
     sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot, smb,
     H, Tq, Tk, scale_log2,
     HAS_MASK: tl.constexpr,
@@ -79,8 +79,8 @@ def _masked_attention_fwd(
         m_i = m_new
 
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
-    o_ptrs = O + b * sob + h * soh + offs_m[:, None] * sot + offs_d[None, :]
-    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None])
+    o_ptrs = Out + b * sob + h * soh + offs_m[:, None] * sot + offs_d[None, :]
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None])
 
 
 def block_sizes(q_len: int, kv_len: int) -> tuple[int, int]:
