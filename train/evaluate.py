@@ -1,0 +1,143 @@
+"""Evaluate trained PyTorch checkpoints on files, through the runtime's own pipeline.
+
+The three torch modules (face encoder, audio encoder, fusion) replace the ONNX graphs of a bundle
+inside an ``emosdk.Recognizer`` (``emosdk.backends.torch.TorchBackend``); decoding, voice
+activity, face detection, windows, masks and the metrics are the runtime's. So this prints the
+same figures as ``emosdk-bench accuracy`` on the exported bundle whenever the export is faithful,
+and any difference is the export's.
+
+    python -m train.evaluate --checkpoints /tmp/emosdk_seed --manifest /tmp/p1_test.csv
+    python -m train.evaluate --checkpoints /tmp/emosdk_seed --partition 1 --split Test
+
+Prints one JSON object: n, skipped, accuracy, macro_f1, micro_f1, uar, per_class, confusion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from emosdk import Recognizer
+from emosdk.backends.torch import TorchBackend
+from emosdk.bench import accuracy
+
+from . import FER_CLASSES, LABELS
+from .models import AudioEncoder, AudioEncoderGraph, AuxFormerDeploy, FaceEncoder
+
+
+def build_modules(config: dict, n_mels: int) -> dict[str, torch.nn.Module]:
+    """The seed model's three modules from a train_seed config (random weights)."""
+    audio = AudioEncoder(
+        n_mels=n_mels,
+        d_audio=config["d_audio"],
+        n_layers=config["audio_layers"],
+        n_heads=config["audio_heads"],
+        n_classes=len(LABELS),
+    )
+    face = FaceEncoder(
+        d_video=config["d_video"],
+        widths=tuple(int(w) for w in str(config["face_widths"]).split(",")),
+        n_classes=len(FER_CLASSES),
+    )
+    fusion = AuxFormerDeploy(
+        config["d_audio"],
+        config["d_video"],
+        n_classes=len(LABELS),
+        d_model=config["d_model"],
+        n_heads=config["fusion_heads"],
+        n_cross=config["fusion_cross"],
+        n_mem=config["fusion_mem"],
+    )
+    return {"audio": audio, "face": face, "fusion": fusion}
+
+
+def load_checkpoints(folder: Path, n_mels: int) -> dict[str, torch.nn.Module]:
+    """Modules with the selected weights of a ``python -m train.train_seed --out`` folder."""
+    config = json.loads((folder / "config.json").read_text())
+    modules = build_modules(config, n_mels)
+    for stage, module in modules.items():
+        path = folder / f"{stage}.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no final checkpoint for stage {stage!r}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        module.load_state_dict(state["model"])
+        module.eval()
+    return modules
+
+
+def with_torch_graphs(rec: Recognizer, modules: dict[str, torch.nn.Module]) -> Recognizer:
+    """Replace the recognizer's ONNX graphs by the torch modules (same specs, same checks)."""
+    graphs = {
+        "audio_encoder": AudioEncoderGraph(modules["audio"]).eval(),
+        "face_encoder": modules["face"],
+        "fusion": modules["fusion"],
+    }
+    for role, module in graphs.items():
+        old = rec._graphs[role]
+        rec._graphs[role] = TorchBackend(old.path, old.spec, module=module)
+        old.close()
+    return rec
+
+
+def partition_manifest(partition: int, split: str, out: Path) -> Path:
+    from .data import DATA_ROOT, cremad_audio_path, load_cremad_partition
+
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "label", "speaker"])
+        for clip in load_cremad_partition(partition, DATA_ROOT):
+            if clip.split == split:
+                w.writerow(
+                    [cremad_audio_path(clip.name, DATA_ROOT), LABELS[clip.label], clip.speaker]
+                )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoints", type=Path, required=True, help="train_seed --out folder")
+    p.add_argument(
+        "--model",
+        default="default",
+        help="bundle whose front-end and stream parameters to use (the export of "
+        "these checkpoints)",
+    )
+    p.add_argument("--manifest", type=Path, help="CSV file,label (see emosdk-bench accuracy)")
+    p.add_argument("--partition", type=int, help="CREMA-D partition 1..5 instead of --manifest")
+    p.add_argument("--split", default="Test")
+    p.add_argument("--modality", choices=["auto", "audio", "video", "av"], default="auto")
+    p.add_argument("--out", type=Path, help="also write the JSON here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    manifest = args.manifest
+    if manifest is None:
+        if args.partition is None:
+            p.error("pass --manifest or --partition")
+        manifest = partition_manifest(
+            args.partition, args.split, Path(tempfile.mkdtemp()) / "manifest.csv"
+        )
+    with Recognizer(model=args.model, smoothing="none") as rec:
+        modules = load_checkpoints(args.checkpoints, rec.bundle.audio.n_mels)
+        out = accuracy(
+            with_torch_graphs(rec, modules), manifest, args.modality, None, robustness=False
+        )
+    out.update(
+        command="python -m train.evaluate " + " ".join(argv or sys.argv[1:]),
+        checkpoints=str(args.checkpoints),
+        graphs="torch",
+    )
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
