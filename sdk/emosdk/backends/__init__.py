@@ -94,12 +94,11 @@ def create_backend(
         BackendUnavailableError: the backend or precision cannot run here; says what to install.
     """
     if backend == "tensorrt":
-        status = _probe_tensorrt()
-        raise BackendUnavailableError(
-            "the native TensorRT backend is not part of this release yet; use backend='auto' or "
-            "'onnxruntime' (ONNX Runtime uses its TensorRT provider when onnxruntime-gpu is "
-            f"installed). TensorRT here: {status.detail}"
-        )
+        from .tensorrt import TensorRTBackend  # tensorrt/cuda are imported only in _load
+
+        if providers:
+            raise ConfigError("providers: only for backend='onnxruntime' or 'auto', not 'tensorrt'")
+        return TensorRTBackend(path, spec, precision=precision, cache_dir=cache_dir)
     if backend not in ("auto", "onnxruntime"):
         raise ConfigError(f"backend: expected 'auto', 'onnxruntime' or 'tensorrt', got {backend!r}")
     if precision == "fp16":
