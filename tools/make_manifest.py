@@ -35,8 +35,9 @@ def main() -> int:
     if args.corpus == "cremad":
         for clip in load_cremad_partition(args.partition, args.data):
             if clip.split == args.split:
-                rows.append((str(cremad_audio_path(clip.name, args.data)), LABELS[clip.label],
-                             clip.speaker))
+                rows.append(
+                    (str(cremad_audio_path(clip.name, args.data)), LABELS[clip.label], clip.speaker)
+                )
     else:
         with open(args.data / "fer2013" / "manifest.csv", newline="") as f:
             for r in csv.DictReader(f):

@@ -7,4 +7,4 @@ LABELS = ("anger", "disgust", "fear", "happiness", "neutral", "sadness")
 """The project label set, in the order of every model output."""
 
 FER_CLASSES = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
-"""FER2013 classes as the face encoder's pre-training head orders them (project order + surprise)."""
+"""FER2013 classes in the order of the face encoder's pre-training head (labels + surprise)."""

@@ -144,7 +144,10 @@ def sweep_fusion(path: str | Path, d_audio: int, d_video: int) -> int:
         sorted(pairs), (1, 3), ((True, True), (False, True), (True, False))
     ):
         feeds = dict(
-            zip(FUSION_IN, (t.numpy() for t in fusion_inputs(b, ta, tv, d_audio, d_video, a_on, v_on)))
+            zip(
+                FUSION_IN,
+                (t.numpy() for t in fusion_inputs(b, ta, tv, d_audio, d_video, a_on, v_on)),
+            )
         )
         logits = sess.run(["logits"], feeds)[0]
         assert logits.shape[0] == b, (ta, tv, b, logits.shape)

@@ -166,7 +166,10 @@ class AudioEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(d_audio)
         self.head = nn.Sequential(
-            nn.Linear(d_audio, d_audio), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_audio, n_classes)
+            nn.Linear(d_audio, d_audio),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(d_audio, n_classes),
         )
 
     @torch.no_grad()
@@ -268,8 +271,8 @@ class AuxFormerDeploy(nn.Module):
     ) -> None:
         super().__init__()
         head_dim = d_model // n_heads
-        if d_model % n_heads or head_dim % 8 or not 8 <= head_dim <= 64:
-            raise ValueError(f"head_dim {d_model}/{n_heads} must be a multiple of 8 in 8..64")
+        if d_model % n_heads or head_dim % 8 or not 16 <= head_dim <= 64:
+            raise ValueError(f"head_dim {d_model}/{n_heads} must be a multiple of 8 in 16..64")
         self.d_model = d_model
         self.aux_repeats = aux_repeats
         self.proj_a = nn.Linear(d_audio, d_model, bias=False)  # AuxFormer: 1x1 conv, no bias

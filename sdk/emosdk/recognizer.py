@@ -346,6 +346,11 @@ class Recognizer:
         """
         cfg, p = self.config, self.bundle.audio
         k = self.bundle.stream.audio_frames_per_step
+        shortest = p.win_length + (k - 1) * p.hop_length  # one encoder step needs k frames
+        if len(pcm) < shortest:  # pad very short audio with invalid silence
+            pad = shortest - len(pcm)
+            pcm = np.concatenate([pcm, np.zeros(pad, np.float32)])
+            valid = np.concatenate([valid, np.zeros(pad, bool)])
         n_steps = max(1, p.num_frames(len(pcm)) // k)
         audio_seq = np.zeros((1, n_steps, self._d_audio), np.float32)
         audio_mask = np.zeros((1, n_steps), np.float32)

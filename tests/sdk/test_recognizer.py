@@ -297,3 +297,15 @@ def test_result_serialises(rec, decoded_clips):
     d = json.loads(rec.predict(audio=audio, frame=frames[0][1]).to_json())
     assert d["modalities"] == ["audio", "video"] and d["degraded"] is False
     assert set(d["scores"]) == set(LABELS) and d["latency_ms"]["total"] > 0
+
+
+def test_very_short_speech_is_padded_not_an_error(decoded_clips):
+    _, audio, _ = decoded_clips[0]
+    with Recognizer(voice_activity="off") as rec:  # the default model: needs 4 log-mel frames
+        for n in (400, 700, 1100):  # 25 to 70 ms: padded to one encoder step
+            r = rec.predict(audio=audio[8000 : 8000 + n])
+            assert r.modalities == (Modality.AUDIO,), n
+            assert abs(sum(r.scores.values()) - 1) < 1e-6
+        for n in (1, 200):  # less than half a step of real samples: too short, not an error
+            r = rec.predict(audio=audio[8000 : 8000 + n])
+            assert r.label is None and "too short" in r.missing[Modality.AUDIO]
