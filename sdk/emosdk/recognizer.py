@@ -194,11 +194,11 @@ class Recognizer:
             stages["resample"] = (time.perf_counter() - t0) * 1e3
         images, is_face = (face, True) if face is not None else (frame, False)
         items = self._as_image_list(images, "face" if is_face else "frame")
-        window_ms = (
-            len(pcm) / self.bundle.audio.sample_rate * 1000.0
-            if pcm is not None and len(pcm)
-            else self.window_s * 1000.0
-        )
+        sr = self.bundle.audio.sample_rate
+        clip_ms = len(pcm) / sr * 1000.0 if pcm is not None else self.window_s * 1000.0
+        # the model was trained on windows of window_s: a shorter clip sits centred in one,
+        # padded with silence marked missing (a longer clip is analysed whole)
+        window_ms = max(clip_ms, self.window_s * 1000.0)
         end = float(timestamp_ms) if timestamp_ms is not None else time.monotonic() * 1000.0
         if not math.isfinite(end):
             raise InputError(f"timestamp_ms: expected a finite number, got {timestamp_ms!r}")
@@ -207,21 +207,27 @@ class Recognizer:
         missing: dict[Modality, str] = {}
         reach = None
         if items is not None:
-            reach = window_ms / len(items)  # each image stands for its share of the window
+            # the images are spread over the whole window, each standing for its share (the
+            # model saw faces throughout its windows, also where the audio was padding)
+            reach = window_ms / len(items)
             embs = self._encode_images(items, is_face, stages, missing)
             for i, e in enumerate(embs):
-                frames.add(FrameEntry(start + (i + 0.5) * window_ms / len(embs), e))
+                frames.add(FrameEntry(start + (i + 0.5) * reach, e))
         else:
             missing[Modality.VIDEO] = "not provided"
+        n_window = int(round(window_ms / 1000.0 * sr))
         if pcm is None:
             missing[Modality.AUDIO] = "not provided"
-            pcm = np.zeros(
-                int(round(window_ms / 1000.0 * self.bundle.audio.sample_rate)), np.float32
-            )
-            valid = np.zeros(len(pcm), bool)
+            pcm, valid = np.zeros(n_window, np.float32), np.zeros(n_window, bool)
         else:
-            valid = np.ones(len(pcm), bool)
-        audio_part = self._audio_window(pcm, valid, missing, stages)
+            lead = (n_window - len(pcm)) // 2
+            padded = np.zeros(n_window, np.float32)
+            padded[lead : lead + len(pcm)] = pcm
+            valid = np.zeros(n_window, bool)
+            valid[lead : lead + len(pcm)] = True
+            pcm = padded
+        padding = ~valid if Modality.AUDIO not in missing else None
+        audio_part = self._audio_window(pcm, valid, missing, stages, padding)
         result = self._fuse(
             start, end, audio_part, frames, missing, stages, smoother=None, reach_ms=reach
         )
@@ -338,9 +344,13 @@ class Recognizer:
         valid: np.ndarray,
         missing: dict[Modality, str],
         stages: dict[str, float],
+        padding: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, float]:
         """Audio encoder output for one window: ``(audio (1, T, D), mask (1, T), coverage)``.
 
+        ``padding`` marks samples that only fill the window up to the model's length (a short
+        clip, the start of a stream): they are digital silence that the encoder sees as present,
+        as in training, but they count neither as coverage nor as speech.
         Adds the reason to ``missing`` when the window's audio does not count (no samples, no
         speech); the encoder is not run then and the tensors are zeros.
         """
@@ -351,10 +361,13 @@ class Recognizer:
             pad = shortest - len(pcm)
             pcm = np.concatenate([pcm, np.zeros(pad, np.float32)])
             valid = np.concatenate([valid, np.zeros(pad, bool)])
+            if padding is not None:
+                padding = np.concatenate([padding, np.zeros(pad, bool)])
         n_steps = max(1, p.num_frames(len(pcm)) // k)
         audio_seq = np.zeros((1, n_steps, self._d_audio), np.float32)
         audio_mask = np.zeros((1, n_steps), np.float32)
-        coverage = float(valid.mean()) if len(valid) else 0.0
+        real = valid if padding is None else valid[~padding]
+        coverage = float(real.mean()) if len(real) else 0.0
         if Modality.AUDIO in missing:
             return audio_seq, audio_mask, coverage
         speech, speech_ms = (True, 0.0) if self._vad is None else self._vad.has_speech(pcm, valid)
@@ -370,7 +383,8 @@ class Recognizer:
             mel = log_mel(pcm, p)[None]  # (1, frames, n_mels)
             stages["audio_frontend"] = (time.perf_counter() - t0) * 1e3
             emb = self._run("audio_encoder", {"logmel": mel}, stages)["audio_emb"]
-            audio_mask = step_mask(valid, emb.shape[1], k * p.hop_length)[None]
+            present = valid if padding is None else valid | padding
+            audio_mask = step_mask(present, emb.shape[1], k * p.hop_length)[None]
             audio_seq = np.ascontiguousarray(emb * audio_mask[..., None], dtype=np.float32)
             if not audio_mask.any():
                 missing[Modality.AUDIO] = "audio too short or mostly missing"
@@ -528,12 +542,14 @@ class Recognizer:
         def emit(t: float) -> list[EmotionResult]:
             t0 = time.perf_counter()
             start = max(origin, t - win_ms)
-            pcm, valid = audio_buf.read(start, t)
+            pcm, valid = audio_buf.read(t - win_ms, t)  # the model's full window length
+            padding = np.zeros(len(pcm), bool)
+            padding[: int(round((start - (t - win_ms)) * sr / 1000.0))] = True  # before the stream
             stages = dict(pending)
             pending.clear()
             face_ms = sum(v for s, v in stages.items() if s.startswith("face"))
             known = {**absent, **lost}
-            audio = self._audio_window(pcm, valid, known, stages)
+            audio = self._audio_window(pcm, valid, known, stages, padding)
             for tid in [tid for tid, fb in buffers.items() if multi and fb.last_face_ms < start]:
                 del buffers[tid], smoothers[tid]  # gone for a whole window: the track ends
             tracks = sorted(buffers) or [-1]  # -1: no face track at all (multi-face mode)
