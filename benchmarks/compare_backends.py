@@ -100,6 +100,7 @@ def main() -> int:
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = args.threads
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the runtime does
     sessions = {}
     for precision, files in (
         ("fp32", {r: g.file for r, g in bundle.graphs.items()}),

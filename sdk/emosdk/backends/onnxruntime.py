@@ -86,6 +86,10 @@ class OnnxRuntimeBackend(Backend):
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
+        # The recognizer alternates between three sessions; threads that spin after a run keep
+        # the cores busy while the next session wants them (measured: a 3 s window took 18 ms
+        # with spinning, 9 ms without, on 2 cores; benchmarks/README.md).
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(self.path), sess_options=so, providers=chain)
         except Exception as e:
