@@ -50,7 +50,7 @@ def timeit(fn, runs: int, warmup: int = 5) -> dict:
 def torch_modules(bundle, checkpoints: Path | None):
     """The default model's torch modules: trained weights from ``checkpoints`` when given
     (a ``python -m train.train_seed --out`` folder), else the same architecture at random."""
-    from train.evaluate import build_modules, load_checkpoints
+    from train.checkpoints import build_modules, load_checkpoints
     from train.models import AudioEncoderGraph
     from train.train_seed import Config
 

@@ -151,10 +151,7 @@ def load_checkpoints(ckpt_dir: str | Path) -> tuple[Any, Any, Any, dict]:
         EmosdkError: the folder lacks a file, or ``train`` / torch cannot be imported.
     """
     try:
-        import torch
-
-        from train import FER_CLASSES, LABELS
-        from train.models import AudioEncoder, AuxFormerDeploy, FaceEncoder
+        from train.checkpoints import load_checkpoints
     except ImportError as e:
         raise EmosdkError(
             f"loading checkpoints needs torch and the repository's train package ({e}); run from "
@@ -172,33 +169,8 @@ def load_checkpoints(ckpt_dir: str | Path) -> tuple[Any, Any, Any, dict]:
             "folder"
         )
     cfg = json.loads((d / "config.json").read_text())
-    face = FaceEncoder(
-        d_video=cfg["d_video"],
-        widths=tuple(int(w) for w in str(cfg["face_widths"]).split(",")),
-        n_classes=len(FER_CLASSES),
-    )
-    audio = AudioEncoder(
-        n_mels=LogMelParams().n_mels,
-        d_audio=cfg["d_audio"],
-        n_layers=cfg["audio_layers"],
-        n_heads=cfg["audio_heads"],
-        n_classes=len(LABELS),
-    )
-    fusion = AuxFormerDeploy(
-        cfg["d_audio"],
-        cfg["d_video"],
-        n_classes=len(LABELS),
-        d_model=cfg["d_model"],
-        n_heads=cfg["fusion_heads"],
-        n_cross=cfg["fusion_cross"],
-        n_mem=cfg["fusion_mem"],
-    )
-    for name, m in (("face", face), ("audio", audio), ("fusion", fusion)):
-        # our own training output: plain tensors and metrics, no foreign pickles
-        state = torch.load(d / f"{name}.pt", map_location="cpu", weights_only=False)
-        m.load_state_dict(state["model"])
-        m.eval()
-    return audio, face, fusion, cfg
+    modules = load_checkpoints(d, LogMelParams().n_mels)
+    return modules["audio"], modules["face"], modules["fusion"], cfg
 
 
 def torch_modules(audio: Any, face: Any, fusion: Any) -> dict[str, Any]:
