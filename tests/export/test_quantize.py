@@ -51,3 +51,33 @@ def test_a_variant_that_loses_accuracy_is_refused_and_removed(bundle):
     assert not list(bundle.glob("*.int8.onnx"))
     quantize_bundle(bundle, manifest=default_clips_manifest(), max_drop=-1.0, force=True)
     assert json.loads((bundle / "model.json").read_text())["metrics"]["int8_check"]["forced"]
+
+
+def test_static_int8_face_encoder_calibrated_on_real_files(bundle, shared_data, av_clips):
+    import csv
+
+    import onnx
+
+    rows = list(csv.DictReader(open(shared_data / "fer2013" / "manifest.csv")))
+    faces = [shared_data / "fer2013" / r["file"] for r in rows if r["usage"] == "Training"][:32]
+    speech = sorted((av_clips[0].parent).glob("1002_*.mp3"))
+    quantize_bundle(
+        bundle, calibration=[*speech, *faces], manifest=default_clips_manifest(), max_drop=1.0
+    )
+    check = json.loads((bundle / "model.json").read_text())["metrics"]["int8_check"]
+    assert check["mode"] == {
+        "audio_encoder": "dynamic",
+        "face_encoder": "static QDQ",
+        "fusion": "dynamic",
+    }
+    graph = onnx.load(str(bundle / "face_encoder.int8.onnx"))
+    ops = {n.op_type for n in graph.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # explicit Q/DQ, as TensorRT wants
+    with Recognizer(model=bundle, precision="int8") as rec:
+        r = rec.predict(face=[np.zeros((48, 48), np.uint8) + 128])
+        assert r.label is not None
+
+
+def test_calibration_needs_both_modalities(bundle, av_clips):
+    with pytest.raises(ValueError, match="both audio files and face images"):
+        quantize_bundle(bundle, calibration=sorted(av_clips[0].parent.glob("1002_*.mp3")))
