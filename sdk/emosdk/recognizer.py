@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import numbers
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -101,6 +103,8 @@ class Recognizer:
         except BaseException:
             self.close()
             raise
+        # the caller's channel order applies to crops and frames alike
+        self._face_params = dataclasses.replace(self.bundle.face, color_order=config.color_order)
         self._detector = None
         self._vad = None
         if config.voice_activity != "off":
@@ -114,7 +118,6 @@ class Recognizer:
                 min_speech_ms=config.min_speech_ms,
                 sample_rate=self.bundle.audio.sample_rate,
             )
-        self._smoother = Smoother(config.smoothing_alpha, enabled=config.smoothing == "ema")
         self._calibration = Calibration()
         self._closed = False
         logger.info(
@@ -199,8 +202,15 @@ class Recognizer:
         # the model was trained on windows of window_s: a shorter clip sits centred in one,
         # padded with silence marked missing (a longer clip is analysed whole)
         window_ms = max(clip_ms, self.window_s * 1000.0)
-        end = float(timestamp_ms) if timestamp_ms is not None else time.monotonic() * 1000.0
-        if not math.isfinite(end):
+        if timestamp_ms is None:
+            end = time.monotonic() * 1000.0
+        elif (
+            isinstance(timestamp_ms, numbers.Real)
+            and not isinstance(timestamp_ms, bool)
+            and (math.isfinite(timestamp_ms))
+        ):
+            end = float(timestamp_ms)
+        else:
             raise InputError(f"timestamp_ms: expected a finite number, got {timestamp_ms!r}")
         start = end - window_ms
         frames = FrameBuffer(window_ms / 1000.0 + 1.0)
@@ -260,7 +270,7 @@ class Recognizer:
         if self._detector is None:
             from .perception.face import HaarFaceDetector
 
-            self._detector = HaarFaceDetector()
+            self._detector = HaarFaceDetector(color_order=self.config.color_order)
         return self._detector
 
     def _face_crops(self, image: np.ndarray, tracker=None) -> list[tuple[int, np.ndarray]]:
@@ -307,7 +317,7 @@ class Recognizer:
             return np.zeros((0, self._d_video), np.float32)
         t0 = time.perf_counter()
         batch = np.stack(
-            [normalize_face(c, self.bundle.face, f"{name}[{i}]") for i, c in enumerate(crops)]
+            [normalize_face(c, self._face_params, f"{name}[{i}]") for i, c in enumerate(crops)]
         )
         stages["face_preprocess"] = (
             stages.get("face_preprocess", 0.0) + (time.perf_counter() - t0) * 1e3
@@ -316,6 +326,7 @@ class Recognizer:
         return next(iter(out.values()))
 
     def _run(self, role: str, feeds: dict, stages: dict[str, float]) -> dict[str, np.ndarray]:
+        self._check_open()  # a stream may outlive close()
         backend = self._graphs[role]
         out = backend.infer(feeds)
         stages[role] = stages.get(role, 0.0) + backend.last_ms
@@ -529,10 +540,15 @@ class Recognizer:
             )
         # one frame buffer and one smoother per face track; track 0 when following one face
         buffers: dict[int, FrameBuffer] = {} if multi else {0: FrameBuffer(self.window_s + 1.0)}
-        smoothers: dict[int, Smoother] = {} if multi else {0: self._smoother}
+
+        # smoothing state belongs to this stream (and track), never to the Recognizer
+        def new_smoother() -> Smoother:
+            return Smoother(self.config.smoothing_alpha, enabled=self.config.smoothing == "ema")
+
+        smoothers: dict[int, Smoother] = {} if multi else {0: new_smoother()}
+        no_track_smoother = new_smoother()
         lost: dict[Modality, str] = {}
         pending: dict[str, float] = {}  # face stage times accumulated since the last result
-        self._smoother.reset()
         origin = next_t = None
         last_t = last_frame_t = None
         # perception runs at most a little faster than the frame grid the model samples
@@ -563,7 +579,7 @@ class Recognizer:
                     frames,
                     dict(known),
                     dict(stages),
-                    smoother=smoothers.get(tid, self._smoother),
+                    smoother=smoothers.get(tid, no_track_smoother),
                     recent_ms=hop_ms,
                     track_id=tid,
                 )
@@ -573,9 +589,7 @@ class Recognizer:
         def track(tid: int) -> FrameBuffer:
             if tid not in buffers:
                 buffers[tid] = FrameBuffer(self.window_s + 1.0)
-                smoothers[tid] = Smoother(
-                    self.config.smoothing_alpha, enabled=self.config.smoothing == "ema"
-                )
+                smoothers[tid] = new_smoother()
             return buffers[tid]
 
         def add_frame(t: float, image: np.ndarray, is_face: bool) -> None:
@@ -622,9 +636,22 @@ class Recognizer:
                     yield from emit(next_t)
                     next_t += hop_ms
                 if isinstance(ev, AudioChunk):
-                    pcm = _validate.audio("AudioChunk.pcm", ev.pcm)
-                    pcm = resample(pcm, _validate.sample_rate("sample_rate", ev.sample_rate), sr)
-                    audio_buf.write(t, pcm)
+                    try:
+                        pcm = _validate.audio("AudioChunk.pcm", ev.pcm)
+                        rate = _validate.sample_rate("sample_rate", ev.sample_rate)
+                    except InputError as e:
+                        logger.warning("dropping a malformed audio chunk at %.0f ms: %s", t, e)
+                        continue
+                    pcm = resample(pcm, rate, sr)
+                    # a long chunk goes in hop by hop, so the ring never drops audio that a
+                    # window inside the chunk still needs
+                    step = max(1, int(hop_ms / 1000.0 * sr))
+                    for k in range(0, len(pcm), step):
+                        piece_t = t + k / sr * 1000.0
+                        while piece_t >= next_t:
+                            yield from emit(next_t)
+                            next_t += hop_ms
+                        audio_buf.write(piece_t, pcm[k : k + step])
                     end = t + len(pcm) / sr * 1000.0
                 elif isinstance(ev, VideoFrame):
                     end = t
@@ -678,19 +705,23 @@ class Recognizer:
         """
         self._check_open()
         secs = _validate.positive_number("seconds", seconds)
-        self._calibration.reset()
+        previous, self._calibration = self._calibration, Calibration()  # collect uncalibrated
         collector = Calibration()
-        first = None
-        for r in self.stream(source=source) if source is not None else self.stream():
-            first = r.window_ms[0] if first is None else first
-            if r.label is not None:
-                collector.add(np.array([r.raw_scores[k] for k in self.labels]))
-            if r.timestamp_ms - first >= secs * 1000.0:
-                break
-        neutral = self.labels.index("neutral") if "neutral" in self.labels else None
-        base = collector.finish(neutral)
-        if base is None:
-            raise InputError("calibrate: no window of the source had a usable modality")
+        try:
+            first = None
+            for r in self.stream(source=source) if source is not None else self.stream():
+                first = r.window_ms[0] if first is None else first
+                if r.label is not None:
+                    collector.add(np.array([r.raw_scores[k] for k in self.labels]))
+                if r.timestamp_ms - first >= secs * 1000.0:
+                    break
+            neutral = self.labels.index("neutral") if "neutral" in self.labels else None
+            base = collector.finish(neutral)
+            if base is None:
+                raise InputError("calibrate: no window of the source had a usable modality")
+        except BaseException:
+            self._calibration = previous  # a failed calibration keeps the old baseline
+            raise
         self._calibration = collector
         return dict(zip(self.labels, map(float, base), strict=False))
 

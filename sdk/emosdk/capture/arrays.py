@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from collections.abc import Iterator, Sequence
 
@@ -64,6 +66,12 @@ class ArraySource:
         self._frames = frames
         self._is_face = bool(faces_are_crops)
         self._realtime = bool(realtime)
+        if (
+            isinstance(start_ms, bool)
+            or not isinstance(start_ms, numbers.Real)
+            or not (math.isfinite(start_ms))
+        ):
+            raise InputError(f"start_ms: expected a finite number, got {start_ms!r}")
         self._start = float(start_ms)
         self._closed = False
 
@@ -74,6 +82,7 @@ class ArraySource:
         return max(a, v)
 
     def events(self) -> Iterator[Event]:
+        self._closed = False  # a source can be replayed after a stream closed it
         items: list[tuple[float, int, Event]] = []
         if self._pcm is not None:
             for k in range(0, len(self._pcm), self._chunk):

@@ -164,6 +164,13 @@ class CameraSource:
         self._thread.start()
 
     def _reader(self) -> None:
+        try:
+            self._read_frames()
+        finally:
+            if self._closed:
+                self._cap.release()
+
+    def _read_frames(self) -> None:
         failures = 0
         while not self._closed:
             ok, frame = self._cap.read()
@@ -199,7 +206,8 @@ class CameraSource:
     def close(self) -> None:
         self._closed = True
         self._thread.join(timeout=2.0)
-        self._cap.release()
+        if not self._thread.is_alive():  # else the reader releases it when its read returns
+            self._cap.release()
 
 
 class RetryingSource:
@@ -264,8 +272,9 @@ class RetryingSource:
 
     def close(self) -> None:
         self._closed.set()
-        if self._current is not None:
-            self._current.close()
+        current = self._current  # the pump thread may reset it meanwhile
+        if current is not None:
+            current.close()
 
 
 class MergedSource:
@@ -282,21 +291,24 @@ class MergedSource:
         self._closed = False
         self._threads: list[threading.Thread] = []
 
+    def _put(self, item: object) -> None:
+        while not self._closed:
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
     def _pump(self, source: Source) -> None:
         try:
             for ev in source.events():
-                while not self._closed:
-                    try:
-                        self._queue.put(ev, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
+                self._put(ev)
                 if self._closed:
                     return
-        except Exception as e:
-            self._queue.put(e)
+        except Exception as e:  # reported in-band, never lost
+            self._put(e)
         finally:
-            self._queue.put(self._END)
+            self._put(self._END)
 
     def events(self) -> Iterator[Event]:
         self._threads = [

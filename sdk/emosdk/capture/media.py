@@ -110,6 +110,7 @@ class MediaFileSource:
                         )
 
     def events(self) -> Iterator[Event]:
+        self._closed = False  # a source can be replayed after a stream closed it
         heap: list[tuple[float, int, Event]] = []
         seq = itertools.count()
         origin = None

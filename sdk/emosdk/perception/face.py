@@ -83,6 +83,7 @@ class HaarFaceDetector:
         find_eyes: also locate the eyes (for alignment).
         max_side: frames are downscaled so their longer side is at most this (pixels); the
             cascade's cost grows with the pixel count and faces stay detectable at 320 px.
+        color_order: channel order of colour frames, ``"bgr"`` (OpenCV) or ``"rgb"``.
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class HaarFaceDetector:
         min_neighbors: int = 5,
         find_eyes: bool = True,
         max_side: int = 320,
+        color_order: str = "bgr",
     ) -> None:
         try:
             import cv2
@@ -106,11 +108,12 @@ class HaarFaceDetector:
         self._min_size = min_size
         self._kw = dict(scaleFactor=scale_factor, minNeighbors=min_neighbors)
         self.max_side = max_side
+        self._to_gray = cv2.COLOR_RGB2GRAY if color_order == "rgb" else cv2.COLOR_BGR2GRAY
 
     def _gray(self, image: np.ndarray) -> np.ndarray:
         gray = image
         if image.ndim == 3:
-            code = self._cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else None
+            code = self._to_gray if image.shape[2] == 3 else None
             gray = self._cv2.cvtColor(image, code) if code is not None else image[..., 0]
         if gray.dtype != np.uint8:
             gray = (np.clip(gray, 0, 1) * 255).astype(np.uint8)
