@@ -68,13 +68,12 @@ def environment() -> dict:
         pass
     import onnxruntime as ort
 
+    statuses = available_backends()  # probing TensorRT/CUDA is not free: once
     backends = {
         b.name: {"available": b.available, "devices": list(b.devices), "detail": b.detail}
-        for b in available_backends()
+        for b in statuses
     }
-    gpus = [
-        d for b in available_backends() if b.available for d in b.devices if d.startswith("cuda")
-    ]
+    gpus = [d for b in statuses if b.available for d in b.devices if d.startswith("cuda")]
     return {
         "emosdk": __version__,
         "python": platform.python_version(),
@@ -420,15 +419,43 @@ def check_floors(floors: list[str], values: dict) -> list[str]:
 
 
 # -- command line ------------------------------------------------------------------------------
+def first_video(manifest: Path, model: str) -> Path:
+    """The first video of a manifest: the clip timed for latency by default."""
+    rows, _ = read_manifest(manifest, load_model(model).labels)
+    for p, _ in rows:
+        if p.suffix.lower() in VIDEO_EXT:
+            return p
+    raise InputError(f"{manifest}: no video file to time; pass --clip")
+
+
+def _config(args: argparse.Namespace) -> RecognizerConfig:
+    return RecognizerConfig(
+        model=args.model, backend=args.backend, precision=args.engine or "fp32", smoothing="none"
+    )
+
+
+def _report(args: argparse.Namespace, out: dict, human) -> None:
+    """Print ``out`` as JSON (--json) or as ``human()`` text, and write it to --out."""
+    text = json.dumps(out, indent=2, default=float)
+    if args.json:
+        print(text)
+    else:
+        human()
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+def _gate(floors: list[str], values: dict) -> int:
+    """1 when a --floor is not met (each failure printed), else 0."""
+    failures = check_floors(floors, values)
+    for msg in failures:
+        print(f"emosdk-bench: floor failed: {msg}", file=sys.stderr)
+    return 1 if failures else 0
+
+
 def cmd_default(args: argparse.Namespace) -> int:
     manifest = args.manifest or default_clips_manifest()
-    clip = args.clip or next(
-        p
-        for p, _ in read_manifest(manifest, load_model(args.model).labels)[0]
-        if p.suffix.lower() in VIDEO_EXT
-    )
-    # --engine E: the rows for E, plus the CPU fp32 reference row so that something comparable
-    # still runs on machines where E cannot
+    clip = args.clip or first_video(manifest, args.model)
     combos = [
         c
         for c in ROWS
@@ -451,29 +478,16 @@ def cmd_default(args: argparse.Namespace) -> int:
         "peak_rss_mb": peak_rss_mb(),
     }
     ran = [r for r in rows if r["status"] == "ok"]
-    if args.json:
-        print(json.dumps(result, indent=2, default=float))
-    else:
-        print_table(rows)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2, default=float) + "\n")
+    _report(args, result, lambda: print_table(rows))
     if not ran:
         return 1
-    floors = check_floors(
-        args.floor, {k: ran[0][k] for k in ("accuracy", "macro_f1", "windows_per_s")}
-    )
-    for msg in floors:
-        print(f"emosdk-bench: floor failed: {msg}", file=sys.stderr)
-    return 1 if floors else 0
+    return _gate(args.floor, {k: ran[0][k] for k in ("accuracy", "macro_f1", "windows_per_s")})
 
 
 def cmd_accuracy(args: argparse.Namespace) -> int:
     if args.manifest is None:
         raise InputError("accuracy: --manifest PATH is required")
-    config = RecognizerConfig(
-        model=args.model, backend=args.backend, precision=args.engine or "fp32", smoothing="none"
-    )
-    with Recognizer(config) as rec:
+    with Recognizer(_config(args)) as rec:
         out = accuracy(rec, args.manifest, args.modality, args.plots)
     out.update(
         schema_version=SCHEMA_VERSION,
@@ -481,9 +495,8 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
         model=args.model,
         environment=environment(),
     )
-    if args.json:
-        print(json.dumps(out, indent=2))
-    else:
+
+    def human() -> None:
         print(
             f"n={out['n']} skipped={out['skipped']['total']} accuracy={out['accuracy']:.4f} "
             f"macro_f1={out['macro_f1']:.4f} micro_f1={out['micro_f1']:.4f} "
@@ -491,29 +504,17 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
         )
         for lab, pc in out["per_class"].items():
             print(
-                f"  {lab:<10} P={pc['precision']:.3f} R={pc['recall']:.3f} F1={pc['f1']:.3f} "
-                f"n={pc['support']}"
+                f"  {lab:<10} P={pc['precision']:.3f} R={pc['recall']:.3f} "
+                f"F1={pc['f1']:.3f} n={pc['support']}"
             )
-    if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    failures = check_floors(
-        args.floor, {k: out[k] for k in ("accuracy", "macro_f1", "micro_f1", "uar")}
-    )
-    for msg in failures:
-        print(f"emosdk-bench: floor failed: {msg}", file=sys.stderr)
-    return 1 if failures else 0
+
+    _report(args, out, human)
+    return _gate(args.floor, {k: out[k] for k in ("accuracy", "macro_f1", "micro_f1", "uar")})
 
 
 def cmd_latency(args: argparse.Namespace) -> int:
-    clip = args.clip or next(
-        p
-        for p, _ in read_manifest(default_clips_manifest(), load_model(args.model).labels)[0]
-        if p.suffix.lower() in VIDEO_EXT
-    )
-    config = RecognizerConfig(
-        model=args.model, backend=args.backend, precision=args.engine or "fp32", smoothing="none"
-    )
-    with Recognizer(config) as rec:
+    clip = args.clip or first_video(default_clips_manifest(), args.model)
+    with Recognizer(_config(args)) as rec:
         out = latency(rec, clip, runs=args.runs, batches=tuple(args.batch))
         out["device"] = sorted({g.device for g in rec._graphs.values()})
     out.update(
@@ -524,20 +525,19 @@ def cmd_latency(args: argparse.Namespace) -> int:
         precision=args.engine or "fp32",
         environment=environment(),
     )
-    if args.json:
-        print(json.dumps(out, indent=2))
-    else:
+
+    def human() -> None:
         print(
             f"{'stage':<18} {'p50':>8} {'p95':>8} {'p99':>8}   (warm, ms; cold total "
             f"{out['cold_ms']['total']:.1f} ms)"
         )
-        for s, p in out["warm_ms"].items():
-            print(f"{s:<18} {p['p50']:8.2f} {p['p95']:8.2f} {p['p99']:8.2f}")
+        for stage, p in out["warm_ms"].items():
+            print(f"{stage:<18} {p['p50']:8.2f} {p['p95']:8.2f} {p['p99']:8.2f}")
         for b, t in out["throughput"].items():
             print(f"batch {b:>3}: {t['windows_per_s']:.1f} windows/s (graphs only)")
         print(f"peak RSS {out['peak_rss_mb']:.0f} MB")
-    if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+
+    _report(args, out, human)
     return 0
 
 
