@@ -334,19 +334,8 @@ class Recognizer:
 
     def _with_total(self, r: EmotionResult, t0: float, extra_ms: float = 0.0) -> EmotionResult:
         """``r`` with its total latency: time since ``t0`` plus work done earlier (``extra_ms``)."""
-        lat = Latency(r.latency.stages, (time.perf_counter() - t0) * 1e3 + extra_ms)
-        return EmotionResult(
-            r.label,
-            r.scores,
-            r.raw_scores,
-            r.timestamp_ms,
-            r.window_ms,
-            r.modalities,
-            r.missing,
-            r.coverage,
-            lat,
-            r.track_id,
-        )
+        total = (time.perf_counter() - t0) * 1e3 + extra_ms
+        return dataclasses.replace(r, latency=Latency(r.latency.stages, total))
 
     # -- the shared core: one window from buffers to a result --------------------------------
     def _audio_window(
