@@ -2,7 +2,44 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def find_nvcc() -> str | None:
+    """The CUDA compiler CMake would use: $CUDACXX, nvcc on PATH, or the default toolkit."""
+    default = Path("/usr/local/cuda/bin/nvcc")
+    return (
+        os.environ.get("CUDACXX")
+        or shutil.which("nvcc")
+        or (str(default) if default.exists() else None)
+    )
+
+
+def build_kernels(build: Path, archs: str | None = None) -> str:
+    """Run tools/build_kernels.sh into ``build`` (default architectures unless ``archs``);
+    assert it succeeded and return its output."""
+    env = {**os.environ, "EMOSDK_BUILD_DIR": str(build)}
+    env.pop("EMOSDK_CUDA_ARCHS", None)
+    if archs is not None:
+        env["EMOSDK_CUDA_ARCHS"] = archs
+    r = subprocess.run(
+        ["bash", str(REPO / "tools" / "build_kernels.sh")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    return r.stdout + r.stderr
+
 
 # (B, H, Tq, Tk, D). The fusion model (d_model 64, 4 heads -> D 16): audio steps 24/74/149 for
 # 1/3/6 s windows (+1 always-present token), video frames 5/15/30 (+1); odd lengths on purpose.

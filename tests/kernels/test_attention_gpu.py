@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from attention_cases import ALL_CASES, random_inputs  # noqa: E402
+from attention_cases import ALL_CASES, build_kernels, find_nvcc, random_inputs  # noqa: E402
 
 from emosdk import native  # noqa: E402
 from emosdk.kernels import attention_op  # noqa: E402
@@ -40,23 +38,14 @@ def cuda_library(tmp_path_factory):
     saved = os.environ.get("EMOSDK_NATIVE_DIR")
     native.reset()
     if native.attention_library() is None:
-        if shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists():
+        if find_nvcc() is None:
             pytest.skip(
                 "no nvcc on this GPU machine: build libemosdk_attention elsewhere "
                 "(tools/build_kernels.sh) and set EMOSDK_NATIVE_DIR"
             )
         build = tmp_path_factory.mktemp("kernels_gpu_build")
         major, minor = torch.cuda.get_device_capability()
-        env = {**os.environ, "EMOSDK_BUILD_DIR": str(build), "EMOSDK_CUDA_ARCHS": f"{major}{minor}"}
-        r = subprocess.run(
-            ["bash", str(REPO / "tools" / "build_kernels.sh")],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=1200,
-        )
-        assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+        build_kernels(build, archs=f"{major}{minor}")
         os.environ["EMOSDK_NATIVE_DIR"] = str(build)
         native.reset()
     lib = native.require_attention_library()

@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from attention_cases import build_kernels, find_nvcc
 
 from emosdk import native
 from emosdk.errors import BackendUnavailableError
@@ -72,35 +73,16 @@ def test_unknown_piece_is_rejected():
         native.find_library("cudnn")
 
 
-def _nvcc() -> str | None:
-    return (
-        os.environ.get("CUDACXX")
-        or shutil.which("nvcc")
-        or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
-    )
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[Path, str]:
     """Run tools/build_kernels.sh into a fresh directory; (build dir, its output)."""
     build = tmp_path_factory.mktemp("kernels_build")
-    env = {**os.environ, "EMOSDK_BUILD_DIR": str(build)}
-    env.pop("EMOSDK_CUDA_ARCHS", None)  # the default architecture list
-    r = subprocess.run(
-        ["bash", str(REPO / "tools" / "build_kernels.sh")],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
-    return build, r.stdout + r.stderr
+    return build, build_kernels(build)
 
 
 def test_build_kernels_compiles_every_architecture(built):
     build, log = built
-    if _nvcc() is None or shutil.which("cmake") is None:
+    if find_nvcc() is None or shutil.which("cmake") is None:
         assert "skipped the CUDA build" in log  # no toolkit: a clear message, exit 0
         return
     lib = build / "libemosdk_attention.so"
@@ -180,7 +162,7 @@ def test_opt_in_native_wheel_puts_the_library_inside_the_package(tmp_path):
     r = subprocess.run(
         [*cmd, "-w", str(tmp_path), str(REPO)], env=env, capture_output=True, text=True
     )
-    if _nvcc() is None:  # a requested native build without CUDA fails loudly
+    if find_nvcc() is None:  # a requested native build without CUDA fails loudly
         assert r.returncode != 0 and "no CUDA compiler was found" in r.stdout + r.stderr
         return
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
