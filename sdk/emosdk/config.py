@@ -13,6 +13,7 @@ BACKENDS = ("auto", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 SMOOTHING = ("none", "ema")
 VOICE_ACTIVITY = ("auto", "webrtc", "energy", "off")
+FACE_DETECTORS = ("auto", "mediapipe", "haar")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ class RecognizerConfig:
             ``track_id`` 0); more gives each tracked face its own result per hop, with a stable
             ``track_id`` (-1 when no face is tracked).
         align_faces: Level the eyes of detected faces before the face encoder.
+        face_detector: Face detector for full frames: ``"auto"`` (mediapipe's BlazeFace when
+            mediapipe 0.10.x is installed, ``pip install "emosdk[mediapipe]"``, else OpenCV's
+            Haar cascade; the choice and the reason are logged), ``"mediapipe"`` or ``"haar"``.
+            Face crops passed with ``face=`` are never detected.
     """
 
     model: str | Path = "default"
@@ -65,6 +70,7 @@ class RecognizerConfig:
     verify_model: bool = True
     max_faces: int = 1
     align_faces: bool = True
+    face_detector: str = "auto"
 
     def __post_init__(self) -> None:
         def choice(name: str, options: tuple[str, ...]) -> None:
@@ -88,6 +94,7 @@ class RecognizerConfig:
         choice("smoothing", SMOOTHING)
         choice("color_order", ("bgr", "rgb"))
         choice("voice_activity", VOICE_ACTIVITY)
+        choice("face_detector", FACE_DETECTORS)
         number("min_speech_ms", 0.0, 60_000.0, lo_open=False)
         if self.providers is not None:
             if not isinstance(self.providers, (list, tuple)) or not all(

@@ -194,7 +194,9 @@ class Viewer:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = RecognizerConfig(model=args.model, backend=args.backend, max_faces=1)
+    config = RecognizerConfig(
+        model=args.model, backend=args.backend, max_faces=1, face_detector=args.face_detector
+    )
     with Recognizer(config) as rec:
         if args.input is not None:
             from .capture.media import MediaFileSource
@@ -216,10 +218,10 @@ def run(args: argparse.Namespace) -> int:
             "open": True,
         }
         detector = None
-        if viewer is not None:
-            from .perception.face import HaarFaceDetector
+        if viewer is not None:  # the box drawn comes from the same kind of detector
+            from .perception.face import create_face_detector
 
-            detector = HaarFaceDetector()
+            detector = create_face_detector(config.face_detector, color_order=config.color_order)
 
         def show(frame: np.ndarray | None, redetect: bool) -> None:
             now = time.monotonic()
@@ -294,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-microphone", action="store_true", help="camera only")
     p.add_argument("--model", default="default", help="bundled model name or bundle folder")
     p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
+    p.add_argument(
+        "--face-detector",
+        default="auto",
+        choices=["auto", "mediapipe", "haar"],
+        help="auto: mediapipe 0.10.x BlazeFace when installed, else OpenCV's Haar cascade",
+    )
     p.add_argument("--max-results", type=int, default=0, help="stop after N results (0: never)")
     p.add_argument(
         "--hold",

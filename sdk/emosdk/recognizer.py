@@ -137,10 +137,13 @@ class Recognizer:
         self.close()
 
     def close(self) -> None:
-        """Release the graphs. Safe to call twice."""
+        """Release the graphs and the face detector. Safe to call twice."""
         for b in self._graphs.values():
             b.close()
         self._graphs = {}
+        detector, self._detector = getattr(self, "_detector", None), None
+        if detector is not None and hasattr(detector, "close"):
+            detector.close()
         self._closed = True
 
     def _check_open(self) -> None:
@@ -268,9 +271,11 @@ class Recognizer:
 
     def _detector_or_raise(self):
         if self._detector is None:
-            from .perception.face import HaarFaceDetector
+            from .perception.face import create_face_detector
 
-            self._detector = HaarFaceDetector(color_order=self.config.color_order)
+            self._detector = create_face_detector(
+                self.config.face_detector, color_order=self.config.color_order
+            )
         return self._detector
 
     def _face_crops(self, image: np.ndarray, tracker=None) -> list[tuple[int, np.ndarray]]:
@@ -542,6 +547,17 @@ class Recognizer:
         last_t = last_frame_t = None
         # perception runs at most a little faster than the frame grid the model samples
         frame_gap_ms = 0.9 * 1000.0 / self.bundle.stream.video_fps
+        # live sources deliver events only roughly in time order (a microphone block arrives
+        # after its last sample, a camera frame at once): with a lateness allowance, a window is
+        # closed when every live modality has delivered up to its end, or when an event that
+        # much later shows that one lags
+        lateness = float(getattr(source, "lateness_ms", 0.0) or 0.0)
+        covered: dict[Modality, float] = {}  # the newest time each modality has delivered
+
+        def caught_up() -> bool:
+            live = [m for m in Modality if m not in absent and m not in lost]
+            return bool(live) and all(covered.get(m, -math.inf) >= next_t for m in live)
+
         events = source.events()
 
         def emit(t: float) -> list[EmotionResult]:
@@ -621,7 +637,7 @@ class Recognizer:
                 t = float(ev.t_ms)
                 if origin is None:
                     origin, next_t = t, t + hop_ms
-                while t >= next_t:
+                while t >= next_t + lateness:
                     yield from emit(next_t)
                     next_t += hop_ms
                 if isinstance(ev, AudioChunk):
@@ -637,13 +653,15 @@ class Recognizer:
                     step = max(1, int(hop_ms / 1000.0 * sr))
                     for k in range(0, len(pcm), step):
                         piece_t = t + k / sr * 1000.0
-                        while piece_t >= next_t:
+                        while piece_t >= next_t + lateness:
                             yield from emit(next_t)
                             next_t += hop_ms
                         audio_buf.write(piece_t, pcm[k : k + step])
                     end = t + len(pcm) / sr * 1000.0
+                    covered[Modality.AUDIO] = max(covered.get(Modality.AUDIO, -math.inf), end)
                 elif isinstance(ev, VideoFrame):
                     end = t
+                    covered[Modality.VIDEO] = max(covered.get(Modality.VIDEO, -math.inf), t)
                     if last_frame_t is not None and t - last_frame_t < frame_gap_ms:
                         # faster than the model's frame grid needs: drop it, never queue
                         last_t = max(last_t, t)
@@ -662,6 +680,9 @@ class Recognizer:
                     logger.warning("ignoring unknown source event %r", type(ev).__name__)
                     continue
                 last_t = end if last_t is None else max(last_t, end)
+                while lateness and caught_up():
+                    yield from emit(next_t)
+                    next_t += hop_ms
             if origin is None:
                 return
             # flush: every full hop up to the end of the data, then the partial last hop

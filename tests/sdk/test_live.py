@@ -2,6 +2,7 @@
 and replay sources that feed the real CREMA-D recordings where hardware would be."""
 
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from emosdk import Modality, Recognizer
 from emosdk.capture import (
     ArraySource,
+    AudioChunk,
     HealthEvent,
     MergedSource,
     MicrophoneSource,
@@ -16,7 +18,7 @@ from emosdk.capture import (
     Tick,
     now_ms,
 )
-from emosdk.capture.live import CameraSource
+from emosdk.capture.live import LIVE_LATENESS_MS, CameraSource, capture_time_ms
 from emosdk.errors import SourceError
 
 
@@ -138,3 +140,57 @@ def test_merged_source_interleaves_on_one_clock(decoded_clips):
     times = [e.t_ms for e in events]
     # delivered as they arrive: in time order up to thread scheduling jitter
     assert max(np.maximum.accumulate(times) - times) < 60.0
+
+
+class ReplayMicrophone:
+    """A recording delivered like a sound card does: each block once its last sample has been
+    captured, plus the input latency, stamped with the capture time of its first sample."""
+
+    def __init__(self, audio, start_ms, block_s=0.05, latency_s=0.03):
+        self.audio, self.start, self.closed = audio, start_ms, False
+        self.block, self.latency_s = int(block_s * 16000), latency_s
+
+    def events(self):
+        for k in range(0, len(self.audio), self.block):
+            pcm = self.audio[k : k + self.block]
+            t = self.start + k / 16.0
+            arrive = t + len(pcm) / 16.0 + self.latency_s * 1000.0
+            while not self.closed and now_ms() < arrive:
+                time.sleep(0.002)
+            if self.closed:
+                return
+            yield AudioChunk(t, pcm, 16000)
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize("lateness_ms", [0.0, LIVE_LATENESS_MS])
+def test_live_windows_wait_for_late_microphone_blocks(rec, decoded_clips, lateness_ms):
+    # camera frames arrive at once, microphone blocks 80 ms after their first sample: without
+    # the lateness allowance every window closes before its last block arrived
+    _, audio, frames = decoded_clips[0]
+    t0 = now_ms() + 50.0
+    mic = ReplayMicrophone(audio, t0)
+    cam = ArraySource(frames=[f for _, f in frames], fps=29.97, realtime=True, start_ms=t0)
+    results = list(rec.stream(source=MergedSource(mic, cam, lateness_ms=lateness_ms)))
+    inside = [r for r in results if r.timestamp_ms <= t0 + len(audio) / 16.0 - 100.0]
+    assert len(inside) >= 6
+    coverage = [r.coverage[Modality.AUDIO] for r in inside]
+    if lateness_ms:
+        assert all(c == 1.0 for c in coverage), coverage
+        assert all(Modality.AUDIO in r.modalities for r in inside[2:])
+    else:  # the problem the allowance solves: the newest block is not there yet
+        assert all(c < 1.0 for c in coverage), coverage
+
+
+def test_microphone_capture_time_from_portaudio_clock():
+    from types import SimpleNamespace
+
+    def info(adc, current):  # sounddevice's time_info: PortAudio's stream clock, in seconds
+        return SimpleNamespace(inputBufferAdcTime=adc, currentTime=current)
+
+    assert capture_time_ms(5000.0, info(100.0, 100.08), 0.05, 0.02) == pytest.approx(4920.0)
+    # host APIs that report nothing, or an ADC time after the callback: block + latency back
+    assert capture_time_ms(5000.0, info(0.0, 0.0), 0.05, 0.02) == pytest.approx(4930.0)
+    assert capture_time_ms(5000.0, info(100.0, 99.0), 0.05, 0.02) == pytest.approx(4930.0)

@@ -130,6 +130,21 @@ def test_stream_each_real_clip_yields_a_result_every_hop(rec, av_clips):
             assert r.window_ms[1] - r.window_ms[0] <= rec.window_s * 1000 + 1e-6
 
 
+def test_stream_each_real_clip_without_voice_activity_is_audio_visual_every_hop(
+    fixture_bundle, av_clips
+):
+    # the only non-AV hops above are the silent starts: without the voice detector, every hop
+    # of every clip has both modalities
+    with Recognizer(model=fixture_bundle, voice_activity="off") as rec:
+        for clip in av_clips:
+            results = list(rec.stream(source=clip))
+            assert len(results) >= 4
+            assert all(r.modalities == AV for r in results), (
+                clip.name,
+                [r.reason for r in results],
+            )
+
+
 def test_stream_smooths_but_keeps_raw_scores(fixture_bundle, av_clips):
     with Recognizer(model=fixture_bundle, smoothing="ema", smoothing_alpha=0.3) as r_ema:
         ema = list(r_ema.stream(source=av_clips[3]))

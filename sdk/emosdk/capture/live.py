@@ -28,6 +28,29 @@ def now_ms() -> float:
     return time.monotonic() * 1000.0
 
 
+def capture_time_ms(now: float, time_info: object, block_s: float, latency_s: float) -> float:
+    """When the first sample of a microphone block was captured, on the :func:`now_ms` clock.
+
+    PortAudio gives the capture time of the block's first sample (``inputBufferAdcTime``) and the
+    time of the callback (``currentTime``) on its own stream clock; their difference, taken back
+    from ``now`` (the callback's time on our clock), is the capture time on our clock. Some host
+    APIs report zeros or nonsense there: then the block is taken to end ``latency_s`` (the
+    stream's input latency) before the callback.
+
+    Args:
+        now: :func:`now_ms` when the callback runs.
+        time_info: sounddevice's ``time`` argument of the callback (or None).
+        block_s: the block's duration in seconds.
+        latency_s: the stream's input latency in seconds (``InputStream.latency``).
+    """
+    adc = getattr(time_info, "inputBufferAdcTime", 0.0) or 0.0
+    current = getattr(time_info, "currentTime", 0.0) or 0.0
+    age = current - adc
+    if adc > 0.0 and current > 0.0 and block_s <= age < block_s + 2.0:
+        return now - age * 1000.0
+    return now - (block_s + latency_s) * 1000.0
+
+
 class MicrophoneSource:
     """One open microphone: a sounddevice callback fills a bounded queue (oldest blocks dropped).
 
@@ -67,11 +90,12 @@ class MicrophoneSource:
         self._queue: queue.Queue = queue.Queue(maxsize=blocks)
         self.dropped_blocks = 0
         self._closed = False
+        self._latency_s = 0.0
 
         def callback(indata, frames, time_info, status):  # runs on PortAudio's thread
             if status:
                 logger.debug("microphone status: %s", status)
-            t = now_ms() - frames / self.sample_rate * 1000.0
+            t = capture_time_ms(now_ms(), time_info, frames / self.sample_rate, self._latency_s)
             item = (t, indata[:, 0].astype(np.float32, copy=True))
             try:
                 self._queue.put_nowait(item)
@@ -92,7 +116,14 @@ class MicrophoneSource:
             callback=callback,
         )
         self._stream.start()
-        logger.info("microphone: %s at %d Hz", self.name, self.sample_rate)
+        # the block's first sample is this old when the callback runs, at the least
+        self._latency_s = float(getattr(self._stream, "latency", 0.0) or 0.0)
+        logger.info(
+            "microphone: %s at %d Hz, input latency %.0f ms",
+            self.name,
+            self.sample_rate,
+            self._latency_s * 1000.0,
+        )
 
     def events(self) -> Iterator[Event]:
         while not self._closed:
@@ -280,13 +311,23 @@ class RetryingSource:
 class MergedSource:
     """Runs several sources in their own threads and yields their events as they arrive.
 
-    The sources must share a clock (the live sources all use :func:`now_ms`).
+    The sources must share a clock (the live sources all use :func:`now_ms`). Events from
+    different sources arrive only roughly in time order: a microphone block arrives after its
+    last sample (a block plus the input latency later), a camera frame at once. ``lateness_ms``
+    says how far behind an event may arrive; a stream waits that long (or until every live
+    modality has delivered up to the hop) before it closes a window.
+
+    Args:
+        sources: the sources to merge.
+        max_events: events held while the consumer is busy (the sources wait beyond that).
+        lateness_ms: how late an event may arrive after a later event from another source.
     """
 
     _END = object()
 
-    def __init__(self, *sources: Source, max_events: int = 1000) -> None:
+    def __init__(self, *sources: Source, max_events: int = 1000, lateness_ms: float = 0.0) -> None:
         self._sources = sources
+        self.lateness_ms = float(lateness_ms)
         self._queue: queue.Queue = queue.Queue(maxsize=max_events)
         self._closed = False
         self._threads: list[threading.Thread] = []
@@ -335,6 +376,10 @@ class MergedSource:
             th.join(timeout=2.0)
 
 
+#: how late live events may arrive relative to each other (see :class:`MergedSource`)
+LIVE_LATENESS_MS = 250.0
+
+
 def live_source(
     microphone: bool | int | str | None = True,
     camera: bool | int | str | None = True,
@@ -359,7 +404,9 @@ def live_source(
         parts.append(RetryingSource(lambda: CameraSource(index), Modality.VIDEO, retry_s=retry_s))
     if not parts:
         raise BackendUnavailableError("live capture needs a microphone, a camera or both")
-    source = parts[0] if len(parts) == 1 else MergedSource(*parts)
+    # a microphone block arrives a block (50 ms) plus the input latency after its first sample;
+    # 250 ms covers that on common hardware, and a stream waits only when a device lags
+    source = parts[0] if len(parts) == 1 else MergedSource(*parts, lateness_ms=LIVE_LATENESS_MS)
     # the modalities this source can deliver: a stream reports the others as "not used"
     source.provides = tuple(p.modality for p in parts)
     return source

@@ -1,11 +1,19 @@
 """Face detection, eye landmarks, alignment and tracking for full camera frames.
 
-The runtime needs only numpy and onnxruntime; detecting faces in full frames needs OpenCV
-(``pip install "emosdk[capture]"``, which pins ``opencv-python-headless<5`` because the 5.x wheels
-ship no Haar cascade files). Face crops passed in directly need no detector.
+Two detectors implement the :class:`FaceDetector` protocol (``detect(image)`` -> boxes, largest
+first, with two eye centres for alignment):
 
-Why Haar and not mediapipe: see docs/design.md (mediapipe's face models ship only in the 0.10.x
-wheels, which need numpy < 2 and jax, and stop at 0.10.18 on aarch64).
+- :class:`MediaPipeFaceDetector`: mediapipe's BlazeFace (``mp.solutions.face_detection``), with
+  a detector score and six keypoints per face. Needs the mediapipe 0.10.x wheel
+  (``pip install "emosdk[mediapipe]"``: 0.10.21 on x86-64, 0.10.18 on aarch64); the 1.x wheels
+  ship no face models, and 0.10.x needs numpy < 2 and pulls jax, so it is an optional extra.
+- :class:`HaarFaceDetector`: OpenCV's Haar cascades, the fallback everywhere else
+  (``pip install "emosdk[capture]"``, which pins ``opencv-python-headless<5`` because the 5.x
+  wheels ship no Haar cascade files).
+
+:func:`create_face_detector` picks one (``RecognizerConfig.face_detector``: ``"auto"`` takes
+mediapipe when it imports with its face models, else Haar, and logs which and why). Face crops
+passed in directly need no detector. Measurements and reasons: docs/design.md.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..config import FACE_DETECTORS
 from ..errors import BackendUnavailableError
 
 logger = logging.getLogger("emosdk")
@@ -109,6 +118,10 @@ class HaarFaceDetector:
         self._kw = dict(scaleFactor=scale_factor, minNeighbors=min_neighbors)
         self.max_side = max_side
         self._to_gray = cv2.COLOR_RGB2GRAY if color_order == "rgb" else cv2.COLOR_BGR2GRAY
+        self.name = f"OpenCV {cv2.__version__} Haar cascade"
+
+    def close(self) -> None:
+        """Nothing to release (the cascades are freed with the object)."""
 
     def _gray(self, image: np.ndarray) -> np.ndarray:
         gray = image
@@ -155,6 +168,192 @@ class HaarFaceDetector:
         le = max(left, key=lambda c: c[2])
         re_ = max(right, key=lambda c: c[2])
         return replace(box, left_eye=(le[0], le[1]), right_eye=(re_[0], re_[1]))
+
+
+MEDIAPIPE_INSTALL = (
+    'pip install "emosdk[mediapipe]" (mediapipe 0.10.21 on x86-64, 0.10.18 on aarch64; '
+    "the 1.x wheels ship no face models)"
+)
+
+
+def _import_mediapipe_solutions():
+    """mediapipe's legacy ``solutions`` package, or BackendUnavailableError saying why not."""
+    try:
+        import mediapipe as mp
+    except Exception as e:  # ImportError, or a broken install (e.g. built against numpy 1.x)
+        raise BackendUnavailableError(
+            f"mediapipe is not importable ({type(e).__name__}: {e}); the mediapipe face "
+            f"detector needs mediapipe 0.10.x: {MEDIAPIPE_INSTALL}"
+        ) from e
+    version = getattr(mp, "__version__", "?")
+    try:
+        solutions = mp.solutions
+        solutions.face_detection.FaceDetection  # noqa: B018
+    except Exception as e:
+        raise BackendUnavailableError(
+            f"mediapipe {version} has no mp.solutions.face_detection (mediapipe 1.x ships no "
+            f"face models); the mediapipe face detector needs mediapipe 0.10.x: "
+            f"{MEDIAPIPE_INSTALL}"
+        ) from e
+    return mp, solutions
+
+
+def mediapipe_unavailable_reason() -> str | None:
+    """Why the mediapipe detector cannot run here (``None`` when it can). Imports mediapipe."""
+    try:
+        _import_mediapipe_solutions()
+    except BackendUnavailableError as e:
+        return str(e)
+    return None
+
+
+class MediaPipeFaceDetector:
+    """mediapipe's BlazeFace detector (``mp.solutions.face_detection``, mediapipe 0.10.x).
+
+    Boxes come in frame pixels, clipped to the frame, with the detector's score; the eye centres
+    come from BlazeFace's keypoints (``left_eye`` is the one with the smaller x, as in
+    :class:`FaceBox`; ``None`` when an eye falls outside the frame). Not thread-safe: use one
+    detector per thread. Release it with :meth:`close` or a ``with`` block.
+
+    Args:
+        model_selection: 0, the short-range model (faces within about 2 m, 128x128 input), or 1,
+            the full-range model (up to about 5 m, 192x192 input).
+        min_detection_confidence: score in [0, 1] a face needs to be reported.
+        color_order: channel order of colour frames, ``"bgr"`` (OpenCV) or ``"rgb"``.
+
+    Raises:
+        BackendUnavailableError: mediapipe 0.10.x is not installed (the message says how to
+            install it).
+    """
+
+    def __init__(
+        self,
+        model_selection: int = 0,
+        min_detection_confidence: float = 0.5,
+        color_order: str = "bgr",
+    ) -> None:
+        if model_selection not in (0, 1):
+            raise ValueError(
+                f"model_selection: expected 0 (short range) or 1 (full range), "
+                f"got {model_selection!r}"
+            )
+        if not 0.0 <= min_detection_confidence <= 1.0:
+            raise ValueError(
+                f"min_detection_confidence: expected a value in [0, 1], "
+                f"got {min_detection_confidence!r}"
+            )
+        if color_order not in ("bgr", "rgb"):
+            raise ValueError(f"color_order must be 'bgr' or 'rgb', got {color_order!r}")
+        mp, solutions = _import_mediapipe_solutions()
+        self.version = getattr(mp, "__version__", "?")
+        self.model_selection = model_selection
+        self.color_order = color_order
+        self.name = f"mediapipe {self.version} BlazeFace " + (
+            "full-range" if model_selection else "short-range"
+        )
+        self._fd = solutions.face_detection.FaceDetection(
+            model_selection=model_selection,
+            min_detection_confidence=min_detection_confidence,
+        )
+
+    def __enter__(self) -> MediaPipeFaceDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the mediapipe graph and its threads. Safe to call twice."""
+        fd, self._fd = getattr(self, "_fd", None), None
+        if fd is not None:
+            fd.close()
+
+    def __del__(self) -> None:
+        # the graph's threads hold it alive: without this, each dropped detector leaks them
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _rgb(self, image: np.ndarray) -> np.ndarray:
+        img = image
+        if img.dtype != np.uint8:
+            img = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        elif img.shape[2] == 1:
+            img = np.repeat(img, 3, axis=2)
+        else:
+            img = img[..., :3]  # drop an alpha channel
+            if self.color_order == "bgr":
+                img = img[..., ::-1]
+        return np.ascontiguousarray(img)
+
+    def detect(self, image: np.ndarray) -> list[FaceBox]:
+        if self._fd is None:
+            raise RuntimeError("this MediaPipeFaceDetector is closed")
+        h, w = image.shape[:2]
+        found = self._fd.process(self._rgb(image)).detections or []
+        boxes = []
+        for det in found:
+            loc = det.location_data
+            rb = loc.relative_bounding_box
+            x0 = min(max(round(rb.xmin * w), 0), w)
+            y0 = min(max(round(rb.ymin * h), 0), h)
+            x1 = min(max(round((rb.xmin + rb.width) * w), 0), w)
+            y1 = min(max(round((rb.ymin + rb.height) * h), 0), h)
+            if x1 - x0 < 2 or y1 - y0 < 2:
+                continue  # (almost) entirely outside the frame
+            eyes = [(k.x * w, k.y * h) for k in list(loc.relative_keypoints)[:2]]
+            left = right = None
+            if len(eyes) == 2 and all(0 <= ex < w and 0 <= ey < h for ex, ey in eyes):
+                left, right = sorted(eyes)  # BlazeFace's "right eye" is the image-left one
+            score = float(det.score[0]) if len(det.score) else 1.0
+            boxes.append(FaceBox(x0, y0, x1 - x0, y1 - y0, score, left, right))
+        boxes.sort(key=lambda b: b.area, reverse=True)
+        return boxes
+
+
+def create_face_detector(kind: str = "auto", color_order: str = "bgr") -> FaceDetector:
+    """The face detector ``kind`` names: ``"auto"``, ``"mediapipe"`` or ``"haar"``.
+
+    ``"auto"`` takes :class:`MediaPipeFaceDetector` when mediapipe 0.10.x imports with its face
+    models, else :class:`HaarFaceDetector`; the choice and the reason are logged (logger
+    ``emosdk``, INFO) and the detector's ``name`` says which one runs.
+
+    Raises:
+        ValueError: ``kind`` is not one of :data:`FACE_DETECTORS`.
+        BackendUnavailableError: the named detector (or, for ``"auto"``, neither) can run here.
+    """
+    if kind not in FACE_DETECTORS:
+        raise ValueError(f"face_detector: expected one of {FACE_DETECTORS}, got {kind!r}")
+    if kind in ("auto", "mediapipe"):
+        try:
+            det = MediaPipeFaceDetector(color_order=color_order)
+        except Exception as e:
+            if kind == "mediapipe":
+                raise
+            if isinstance(e, BackendUnavailableError):
+                logger.info("face detector: OpenCV Haar cascade (auto: %s)", e)
+            else:  # installed but failed to start: say so louder
+                logger.warning(
+                    "face detector: OpenCV Haar cascade (auto: mediapipe failed to start: %s: %s)",
+                    type(e).__name__,
+                    e,
+                )
+        else:
+            why = "requested" if kind == "mediapipe" else "auto: mediapipe is installed"
+            logger.info("face detector: %s (%s)", det.name, why)
+            return det
+    try:
+        haar = HaarFaceDetector(color_order=color_order)
+    except BackendUnavailableError as e:
+        if kind == "auto":  # neither detector can run: name both ways out
+            raise BackendUnavailableError(f"{e}; or mediapipe's: {MEDIAPIPE_INSTALL}") from e
+        raise
+    if kind == "haar":
+        logger.info("face detector: %s (requested)", haar.name)
+    return haar
 
 
 def crop(image: np.ndarray, box: FaceBox, margin: float = 0.1) -> np.ndarray:
