@@ -232,3 +232,55 @@ def fer_to_project(labels: np.ndarray) -> np.ndarray:
     out = table[labels]
     logger.info("FER2013 -> 6 project labels: dropping %d surprise faces", int((out < 0).sum()))
     return out
+
+
+def load_cremad_soft(partition: int, root: Path = DATA_ROOT) -> dict[str, np.ndarray]:
+    """Perceived soft label of every clip of a partition file, by clip name.
+
+    The six consensus scores of the partition file in ``LABELS`` order, normalised to sum 1
+    (the files' scores already sum to about 1). Hard labels: :func:`load_cremad_partition`.
+    """
+    path = root / "cremad" / "labels" / f"partition_{partition}.csv"
+    order = [next(c for c, lab in CREMAD_COLUMNS.items() if lab == name) for name in LABELS]
+    soft = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            s = np.array([float(row[c]) for c in order], np.float32)
+            soft[row["FileName"].rsplit(".", 1)[0]] = s / max(float(s.sum()), 1e-8)
+    return soft
+
+
+def waveform_cache(
+    names: list[str],
+    sample_rate: int,
+    root: Path = DATA_ROOT,
+    cache_dir: Path | None = CACHE_DIR,
+) -> dict[str, np.ndarray]:
+    """16 kHz PCM of CREMA-D clips as float32, cached as int16 in one .npz (None: no cache)."""
+    from tqdm import tqdm
+
+    cache = cache_dir / f"cremad_pcm_{sample_rate}.npz" if cache_dir else None
+    pcm: dict[str, np.ndarray] = {}
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            offsets, data = z["offsets"], z["data"]
+            for i, n in enumerate(z["names"].tolist()):
+                pcm[n] = data[offsets[i] : offsets[i + 1]]
+    todo = sorted(set(names) - set(pcm))
+    for n in tqdm(todo, desc="pcm", leave=False):
+        x = read_audio(cremad_audio_path(n, root), sample_rate)
+        pcm[n] = np.round(np.clip(x, -1.0, 1.0) * 32767).astype(np.int16)
+    if todo and cache is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        all_names = sorted(pcm)
+        lens = np.array([len(pcm[n]) for n in all_names])
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(
+            tmp,
+            names=np.array(all_names),
+            offsets=np.concatenate([[0], np.cumsum(lens)]),
+            data=np.concatenate([pcm[n] for n in all_names]),
+        )
+        tmp.replace(cache)
+        logger.info("cached PCM of %d clips in %s", len(all_names), cache)
+    return {n: pcm[n].astype(np.float32) / 32767.0 for n in names}

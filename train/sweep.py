@@ -1,0 +1,172 @@
+"""Train paper models on CREMA-D partitions 1..5 in turn, then aggregate their Test metrics.
+
+    python -m train.sweep --models auxformer,vavl,mult --runs /tmp/emosdk_runs \\
+        --out-json results.json --out-md results.md --plot masking.png -- --device auto
+
+Each run is ``python -m train.train --model M --partition P --out RUNS/M_pP [train args]``; runs
+with a test_metrics.json are skipped, runs with a last.pt are resumed. The aggregate gives, per
+model and condition, the mean and the sample standard deviation (ddof=1) over the partitions found.
+Figures with a face come from SYNTHETIC PAIRS (CREMA-D voice + FER2013 face of the same label).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+KEYS = ("macro_f1", "micro_f1", "accuracy", "uar")
+CONDS = ("av", "audio_only", "video_only")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_all(models: list[str], partitions: list[int], runs: Path, train_args: list[str]) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    for model in models:
+        for p in partitions:
+            out = (runs / f"{model}_p{p}").resolve()
+            if (out / "test_metrics.json").is_file():
+                print(f"skip {out}: finished", flush=True)
+                continue
+            cmd = [sys.executable, "-m", "train.train", "--model", model, "--partition", str(p)]
+            cmd += ["--out", str(out), *train_args]
+            if (out / "last.pt").is_file():
+                cmd.append("--resume")
+            print(" ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+
+
+def mean_std(values: list[float]) -> dict:
+    v = np.asarray(values, np.float64)
+    std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    return {"mean": float(v.mean()), "std": std, "n": len(v), "values": v.tolist()}
+
+
+def aggregate(runs: Path, models: list[str], partitions: list[int]) -> dict:
+    """Per model: mean/std over partitions of each condition's metrics and masking curve."""
+    results = {}
+    for model in models:
+        found = {
+            p: json.loads((runs / f"{model}_p{p}" / "test_metrics.json").read_text())
+            for p in partitions
+            if (runs / f"{model}_p{p}" / "test_metrics.json").is_file()
+        }
+        if not found:
+            continue
+        ms = list(found.values())
+        conds = {
+            c: {k: mean_std([m["conditions"][c][k] for m in ms]) for k in KEYS}
+            for c in ms[0]["conditions"]
+        }
+        masking = {}
+        for kind, pts in ms[0]["masking"]["curves"].items():
+            masking[kind] = [
+                {"masked": pt["masked"]}
+                | {
+                    k: mean_std([m["masking"]["curves"][kind][i][k] for m in ms])
+                    for k in ("macro_f1", "micro_f1")
+                }
+                for i, pt in enumerate(pts)
+            ]
+        results[model] = {
+            "partitions": sorted(found),
+            "synthetic_pairs": any(m["synthetic_pairs"] for m in ms),
+            "conditions": conds,
+            "masking": masking,
+        }
+    return {
+        "note": "mean and sample std (ddof=1) over CREMA-D partitions; conditions with a face "
+        "are on SYNTHETIC PAIRS (CREMA-D voice + FER2013 face of the same label)",
+        "models": results,
+    }
+
+
+def markdown(res: dict) -> str:
+    """Models as rows; macro-F1 and micro-F1 mean ± std per condition."""
+
+    def cell(r: dict, c: str, k: str) -> str:
+        if c not in r["conditions"]:
+            return "–"
+        m = r["conditions"][c][k]
+        return f"{m['mean']:.3f} ± {m['std']:.3f}"
+
+    head = ["model", "partitions"]
+    head += [f"{c} {k}" for c in CONDS for k in ("macro-F1", "micro-F1")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in res["models"].items():
+        row = [name, ",".join(map(str, r["partitions"]))]
+        row += [cell(r, c, k) for c in CONDS for k in ("macro_f1", "micro_f1")]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append(
+        "av and video_only: SYNTHETIC PAIRS (CREMA-D Test voice + FER2013 PublicTest face of the "
+        "same label); audio_only: real CREMA-D Test audio. Mean ± sample std over partitions."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: dict, path: Path) -> Path:
+    """Macro-F1 against the masked share of frames, one panel per masked modality (PNG)."""
+    import cv2
+
+    from emosdk.plots import plot_curves
+
+    panels = []
+    for kind in ("audio", "video", "both"):
+        series = {
+            name: [(pt["masked"], pt["macro_f1"]["mean"]) for pt in r["masking"][kind]]
+            for name, r in res["models"].items()
+            if kind in r["masking"]
+        }
+        if series:
+            tmp = path.with_name(f".{path.stem}_{kind}.png")
+            what = "audio+video" if kind == "both" else kind
+            title = f"{what} frames masked (synthetic pairs)"
+            plot_curves(series, tmp, title, "share of frames masked", "macro-F1")
+            panels.append(cv2.imread(str(tmp)))
+            tmp.unlink()
+    if not panels:
+        raise SystemExit("no masking curves to plot")
+    cv2.imwrite(str(path), np.vstack(panels))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    train_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="auxformer,auxformer_deploy,vavl,mult,parthasarathy")
+    p.add_argument("--partitions", default="1,2,3,4,5")
+    p.add_argument("--runs", type=Path, default=Path("/tmp/emosdk_runs"))
+    p.add_argument("--out-json", type=Path, default=Path("/tmp/emosdk_runs/results.json"))
+    p.add_argument("--out-md", type=Path, help="Markdown table (default: --out-json with .md)")
+    p.add_argument("--plot", type=Path, help="PNG of the masking curves (default: .png)")
+    p.add_argument("--aggregate-only", action="store_true", help="do not train, only aggregate")
+    args = p.parse_args(argv)
+    models = [m for m in args.models.split(",") if m]
+    parts = [int(x) for x in args.partitions.split(",") if x]
+    if not args.aggregate_only:
+        run_all(models, parts, args.runs, train_args)
+    res = aggregate(args.runs, models, parts)
+    args.out_json.parent.mkdir(parents=True, exist_ok=True)
+    args.out_json.write_text(json.dumps(res, indent=2))
+    md = markdown(res)
+    (args.out_md or args.out_json.with_suffix(".md")).write_text(md)
+    plot(res, args.plot or args.out_json.with_suffix(".png"))
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
