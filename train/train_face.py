@@ -1,0 +1,141 @@
+"""Train the face encoder alone on FER2013 Training, selected on PublicTest (the official
+protocol: PrivateTest, the report split, is held back here).
+
+The same :class:`~train.models.FaceEncoder`, augmentation, class weights and resumable stage
+loop as the seed pipeline (train/train_seed.py), with its own width, epochs and an optional
+horizontal-flip test-time average. Prints and writes ``summary.json``: PublicTest accuracy,
+macro-F1, per-class F1, confusion and the parameter count.
+
+    python -m train.train_face --out /tmp/emosdk_face --epochs 30 --widths 40,80,160,256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from emosdk.features.face import FaceParams
+from emosdk.metrics import classification_report
+
+from . import FER_CLASSES
+from . import data as D
+from .models import FaceEncoder, count_params
+from .train_seed import Config, augment_faces, class_weights, log_json, run_stage
+
+
+@torch.no_grad()
+def predict_faces(face: FaceEncoder, x: np.ndarray, flip_tta: bool) -> np.ndarray:
+    """Class probabilities of (N, 1, S, S) faces, averaged with their mirror image if asked."""
+    face.eval()
+    probs = []
+    for s in range(0, len(x), 512):
+        xb = torch.from_numpy(x[s : s + 512])
+        p = F.softmax(face(xb)[1], -1)
+        if flip_tta:
+            p = 0.5 * (p + F.softmax(face(xb.flip(-1))[1], -1))
+        probs.append(p.numpy())
+    return np.concatenate(probs)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("/tmp/emosdk_face"))
+    p.add_argument("--data-root", type=Path, default=D.DATA_ROOT)
+    p.add_argument("--cache-dir", default=str(D.CACHE_DIR), help='"" = no cache')
+    p.add_argument("--widths", default="40,80,160,256")
+    p.add_argument("--d-video", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--no-flip-tta", action="store_true", help="no mirror-image test average")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--limit", type=int, default=0, help=">0: smoke run, faces per class")
+    p.add_argument("--max-steps", type=int, default=0)
+    args = p.parse_args(argv)
+    command = "python -m train.train_face " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    cfg = Config(
+        out=str(args.out),
+        seed=args.seed,
+        max_steps=args.max_steps,
+        face_epochs=args.epochs,
+        face_batch=args.batch,
+        face_lr=args.lr,
+        face_widths=args.widths,
+        d_video=args.d_video,
+    )
+    face_p = FaceParams()
+    cache = Path(args.cache_dir) if args.cache_dir and not args.limit else None
+    limit = args.limit or None
+    x_tr, y_tr = D.load_fer2013("Training", face_p, args.data_root, limit, cache_dir=cache)
+    x_pt, y_pt = D.load_fer2013("PublicTest", face_p, args.data_root, limit, cache_dir=cache)
+    log_json(args.out, stage="data", fer={"Training": len(x_tr), "PublicTest": len(x_pt)})
+
+    face = FaceEncoder(
+        d_video=args.d_video,
+        widths=tuple(int(w) for w in args.widths.split(",")),
+        n_classes=len(FER_CLASSES),
+    )
+    weights = class_weights(y_tr, len(FER_CLASSES))
+    xt, yt = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
+    gen = torch.Generator().manual_seed(args.seed)
+    flip_tta = not args.no_flip_tta
+
+    def step(rng: np.random.Generator) -> torch.Tensor:
+        idx = torch.from_numpy(rng.integers(0, len(xt), args.batch))
+        xb = augment_faces(xt[idx], gen, pad=4, flip=True)
+        return F.cross_entropy(face(xb)[1], yt[idx], weight=weights, label_smoothing=0.1)
+
+    def evaluate() -> dict:
+        pred = predict_faces(face, x_pt, flip_tta).argmax(-1)
+        m = classification_report(y_pt, pred, FER_CLASSES)
+        return {"publictest_acc": m["accuracy"], "publictest_macro_f1": m["macro_f1"]}
+
+    res = run_stage(
+        cfg,
+        args.out,
+        "face",
+        face,
+        args.epochs,
+        args.lr,
+        max(1, len(xt) // args.batch),
+        step,
+        evaluate,
+        "publictest_acc",
+        gen,
+    )
+    pred = predict_faces(face, x_pt, flip_tta).argmax(-1)
+    summary = {
+        "command": command,
+        "model": "FaceEncoder",
+        "widths": args.widths,
+        "params": count_params(face),
+        "flip_tta": flip_tta,
+        "selected_epoch": res["selected_epoch"],
+        "publictest": classification_report(y_pt, pred, FER_CLASSES),
+        "note": "FER2013 Training, selected on PublicTest (also the figure reported, as in the "
+        "issue); PrivateTest is held back",
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    log_json(args.out, stage="done", **{k: v for k, v in summary.items() if k != "publictest"})
+    print(json.dumps({k: summary[k] for k in ("params", "selected_epoch")}))
+    print(json.dumps({k: summary["publictest"][k] for k in ("accuracy", "macro_f1")}))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
