@@ -198,8 +198,11 @@ class MaskedBatchNorm(nn.Module):
                     self.running_var.lerp_(unbiased.detach(), self.momentum)
                 y = (x32 - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
                 return (y * self.weight.view(shape) + self.bias.view(shape)).to(x.dtype)
-        scale = self.weight / torch.sqrt(self.running_var + self.eps)  # (C,)
-        shift = self.bias - self.running_mean * scale  # (C,)
+        running_mean, running_var = self.running_mean, self.running_var
+        if self.training:  # a later pass updates the buffers in place: autograd keeps copies
+            running_mean, running_var = running_mean.clone(), running_var.clone()
+        scale = self.weight / torch.sqrt(running_var + self.eps)  # (C,)
+        shift = self.bias - running_mean * scale  # (C,)
         return (x * scale.view(shape) + shift.view(shape)).to(x.dtype)
 
 

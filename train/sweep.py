@@ -116,7 +116,8 @@ def markdown(res: dict) -> str:
 
 
 def plot(res: dict, path: Path) -> Path:
-    """Macro-F1 against the masked share of frames, one panel per masked modality (PNG)."""
+    """Micro-F1 against the share of frames kept of the masked modality, one panel per masked
+    modality, as in the journal AuxFormer's Figure 5 (PNG)."""
     import cv2
 
     from emosdk.plots import plot_curves
@@ -124,7 +125,9 @@ def plot(res: dict, path: Path) -> Path:
     panels = []
     for kind in ("audio", "video", "both"):
         series = {
-            name: [(pt["masked"], pt["macro_f1"]["mean"]) for pt in r["masking"][kind]]
+            name: [
+                (round(1 - pt["masked"], 1), pt["micro_f1"]["mean"]) for pt in r["masking"][kind]
+            ]
             for name, r in res["models"].items()
             if kind in r["masking"]
         }
@@ -132,7 +135,7 @@ def plot(res: dict, path: Path) -> Path:
             tmp = path.with_name(f".{path.stem}_{kind}.png")
             what = "audio+video" if kind == "both" else kind
             title = f"{what} frames masked (synthetic pairs)"
-            plot_curves(series, tmp, title, "share of frames masked", "macro-F1")
+            plot_curves(series, tmp, title, "share of frames kept", "micro-F1")
             panels.append(cv2.imread(str(tmp)))
             tmp.unlink()
     if not panels:

@@ -15,6 +15,10 @@ Every figure that involves a face comes from synthetic pairs and is labelled so.
     torchrun --nproc-per-node 2 -m train.train --model vavl --out DIR      # DDP (gloo / nccl)
     python -m train.train --evaluate-only --out DIR                        # re-evaluate best.pt
 
+Under torchrun every rank trains its DistributedSampler shard of each global batch through
+torch.nn.parallel.DistributedDataParallel (gradients averaged over the ranks, batch-norm buffers
+of rank 0 broadcast at each forward); rank 0 alone evaluates, logs and writes checkpoints.
+
 Outputs in ``--out``: log.jsonl, config.json, last.pt (resumable state), best.pt (selected on
 Development macro-F1), best_<stage>.pt, test_metrics.json, summary.json.
 """
@@ -209,38 +213,46 @@ def setup_dist(cfg: Config) -> Dist:
     return Dist(rank, world, device)
 
 
-def sync_grads(params: list[torch.nn.Parameter], dist: Dist) -> None:
-    """Average the gradients over the ranks (one all-reduce; a gradient that is None on every
-    rank stays None, so Adam skips that parameter as in a single process)."""
+def wrap_ddp(model: torch.nn.Module, dist: Dist) -> torch.nn.Module:
+    """What a training stage runs its forward through: ``DistributedDataParallel(model)`` over the
+    ranks, or ``model`` itself in one process.
+
+    Built anew at each stage start: DDP registers the parameters that require grad when it is
+    constructed, and a stage (VAVL "unimodal" / "fusion") changes ``requires_grad``; frozen
+    parameters are not reduced. The constructor broadcasts rank 0's parameters and buffers; in
+    training every forward broadcasts rank 0's buffers (default ``broadcast_buffers``), and the
+    backward averages the gradients over the ranks.
+
+    ``find_unused_parameters=True``: a forward may leave trainable parameters out of the graph
+    (a branch taken per batch). DDP reduces such a parameter as zeros on the ranks where it is
+    unused, and one unused on EVERY rank keeps ``grad = None`` (checked with torch 2.13:
+    ``zero_grad(set_to_none=True)`` then a branch skipped on all ranks leaves ``.grad`` None and
+    Adam does not step it), as in one process and as the former hand-written all-reduce. The
+    paper models use every trainable parameter in every batch (an absent modality is zeros with
+    a zero mask), so there the flag costs one autograd-graph traversal per step, and DDP warns
+    once per rank that it found no unused parameter. Every tensor that forward returns must feed
+    the loss or depend only on parameters frozen in the stage (DDP waits for a gradient of each
+    parameter reachable from the outputs).
+
+    Not equal to one process on the global batch: batch-norm statistics are per rank (no
+    SyncBatchNorm; the running statistics are rank 0's), a branch decided per batch is decided
+    per shard, and a loss that is a weighted mean (samples with a modality) is averaged over the
+    shards' means. Each rank also draws its own crops, face pairs, frames and dropout masks.
+    """
     if dist.world == 1:
-        return
-    has = torch.tensor(
-        [p.grad is not None for p in params], dtype=torch.float32, device=dist.device
+        return model
+    ids = None
+    if dist.device.type == "cuda":
+        ids = [dist.device.index if dist.device.index is not None else torch.cuda.current_device()]
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=ids, find_unused_parameters=True
     )
-    flat = torch.cat(
-        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
-        + [has]
-    )
-    torch.distributed.all_reduce(flat)
-    flat /= dist.world
-    off, has_any = 0, flat[-len(params) :].tolist()
-    for p, h in zip(params, has_any):
-        n = p.numel()
-        if h > 0:
-            p.grad = flat[off : off + n].view_as(p).clone()
-        off += n
 
 
 def broadcast_model(model: torch.nn.Module, dist: Dist) -> None:
+    """Rank 0's parameters and buffers to every rank (outside DDP: the stage's selected weights)."""
     if dist.world > 1:
         for t in model.state_dict().values():
-            torch.distributed.broadcast(t, 0)
-
-
-def broadcast_buffers(model: torch.nn.Module, dist: Dist) -> None:
-    """Rank 0's buffers (batch-norm statistics) to every rank, as DDP does at each forward."""
-    if dist.world > 1:
-        for t in model.buffers():
             torch.distributed.broadcast(t, 0)
 
 
@@ -728,6 +740,7 @@ def train(cfg: Config, hp: dict, model, data: Data, dist: Dist, out: Path, progr
         model.set_stage(stage)
         epochs = hp["stage_epochs"][stage]
         params = [p for p in model.parameters() if p.requires_grad]
+        net = wrap_ddp(model, dist)  # after set_stage: DDP reduces the stage's trainable params
         opt = torch.optim.Adam(
             params, lr=hp["lr"], betas=hp["betas"], weight_decay=hp["weight_decay"]
         )
@@ -786,8 +799,7 @@ def train(cfg: Config, hp: dict, model, data: Data, dist: Dist, out: Path, progr
                 seen.extend(idx.tolist())
                 batch = make_batch(cfg, hp, data, idx, rng, gen, dev, model.modalities, mask_fn)
                 modes[batch_mode(batch)] = modes.get(batch_mode(batch), 0) + 1
-                loss = train_step(model, batch, opt, params, hp["clip"], dist)
-                broadcast_buffers(model, dist)
+                loss = train_step(net, batch, opt, params, hp["clip"])
                 if hp["schedule"] == "cosine":
                     sched.step()
                 step, pos = step + 1, b + 1
@@ -798,10 +810,11 @@ def train(cfg: Config, hp: dict, model, data: Data, dist: Dist, out: Path, progr
             mean_loss = dist.mean(float(np.mean(losses)) if losses else float("nan"))
             if dist.world > 1 and epoch == 0 and seen:
                 indices = dist.gather(seen)
-                sums = dist.gather(float(sum(float(p.double().sum()) for p in params)))
+                sums = dist.gather(float(sum(float(p.detach().double().sum()) for p in params)))
                 if dist.main:
                     log_json(
-                        out, event="ddp", stage=stage, world=dist.world, indices=indices,
+                        out, event="ddp", stage=stage, world=dist.world, ddp=type(net).__name__,
+                        find_unused_parameters=net.find_unused_parameters, indices=indices,
                         param_sums=sums,
                     )  # fmt: skip
             if not partial:
@@ -872,7 +885,7 @@ def train(cfg: Config, hp: dict, model, data: Data, dist: Dist, out: Path, progr
             save(out / f"best_{stage}.pt", best_sd)
         broadcast_model(model, dist)
         selection = dist.broadcast(selection)
-        state = None
+        state, net = None, None  # drop the stage's DDP wrapper (and its gradient hooks)
     return selection
 
 
@@ -940,13 +953,14 @@ def make_batch(cfg, hp, data: Data, idx, rng, gen, dev, modalities: str, mask_fn
     return {k: t.to(dev) for k, t in batch.items()}
 
 
-def train_step(model, batch: dict, opt, params, clip: float, dist: Dist) -> float:
-    """Forward, ``model.compute_loss``, backward, gradient all-reduce, clip, Adam step."""
+def train_step(net: torch.nn.Module, batch: dict, opt, params, clip: float) -> float:
+    """Forward through ``net`` (the DDP wrapper, or the model in one process), the model's
+    ``compute_loss``, backward (DDP averages the gradients over the ranks), clip, Adam step."""
+    model = net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net
     opt.zero_grad(set_to_none=True)
-    out = model(batch["audio"], batch["audio_mask"], batch["video"], batch["video_mask"])
+    out = net(batch["audio"], batch["audio_mask"], batch["video"], batch["video_mask"])
     loss = model.compute_loss(out, batch)
     loss.backward()
-    sync_grads(params, dist)
     if clip > 0:
         torch.nn.utils.clip_grad_norm_(params, clip)
     opt.step()
@@ -1084,7 +1098,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_data(cfg, dist, ("Train", "Development", "Test"))
     torch.manual_seed(cfg.seed)
     model = build(cfg, data.d_audio, data.d_video).to(dist.device)
-    broadcast_model(model, dist)
+    broadcast_model(model, dist)  # same seed on every rank; DDP broadcasts again at each stage
     hp = resolve(cfg, model)
     if dist.main:
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))

@@ -160,6 +160,7 @@ def test_ddp_two_ranks_on_gloo(tmp_path: Path) -> None:
     assert [r["event"] for r in recs].count("config") == 1  # only rank 0 logs
     assert recs[0]["world"] == 2 and recs[0]["command"].startswith("torchrun --nproc-per-node 2")
     ddp = next(r for r in recs if r["event"] == "ddp")
+    assert ddp["ddp"] == "DistributedDataParallel" and ddp["find_unused_parameters"] is True
     r0, r1 = ddp["indices"]
     assert len(r0) == len(r1) == 3 and not set(r0) & set(r1)  # a DistributedSampler shard each
     assert sorted(r0 + r1) == list(range(6))
@@ -168,6 +169,182 @@ def test_ddp_two_ranks_on_gloo(tmp_path: Path) -> None:
     assert (out / "last.pt").is_file() and (out / "test_metrics.json").is_file()
     state = torch.load(out / "last.pt", weights_only=True)
     assert state["step"] == 1 and len(state["rng"]) == 2  # each rank's RNG state, for --resume
+
+
+DDP_WORKER = r'''
+"""torchrun worker of test_ddp_step_equals_a_one_process_step: train.train's step (wrap_ddp +
+train_step) on each rank's shard of a global batch, vs the same step in one process on the whole
+batch and vs a rank's shard alone (no averaging); both references run on every rank, without
+collectives. Writes OUT/rank<r>.json and the weights OUT/rank<r>_<model>.pt."""
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from train.paper_models import build_model
+from train.train import Config, broadcast_model, setup_dist, train_step, wrap_ddp
+
+torch.set_num_threads(1)
+out = Path(sys.argv[1])
+dist = setup_dist(Config(device="cpu"))
+B = 6  # global batch: 3 samples per rank
+
+
+def batch(seed: int, video_on_odd_rows: bool = True) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    am = (torch.arange(20)[None] < torch.randint(4, 21, (B, 1), generator=g)).float()
+    vm = (torch.arange(15)[None] < torch.randint(3, 16, (B, 1), generator=g)).float()
+    if not video_on_odd_rows:
+        vm[1::2] = 0.0  # rank 1's shard has no video
+    y = torch.randint(0, 6, (B,), generator=g)
+    return {
+        "audio": torch.randn(B, 20, 64, generator=g) * am[..., None],
+        "audio_mask": am,
+        "video": torch.randn(B, 15, 128, generator=g) * vm[..., None],
+        "video_mask": vm,
+        "label": y,
+        "soft": F.one_hot(y, 6).float(),
+    }
+
+
+def shard(b: dict) -> dict:  # a DistributedSampler shard: rows rank, rank + world, ...
+    return {k: v[dist.rank :: dist.world] for k, v in b.items()}
+
+
+def steps(net, model, seeds, cut, clip=0.8):
+    params = [p for p in model.parameters() if p.requires_grad]
+    # eps 1e-6, not 1e-8: the attention key biases have an exactly zero gradient (softmax is
+    # blind to a shift common to all keys), so theirs is rounding noise (~1e-10) whose sign
+    # depends on the summation order, and Adam with eps 1e-8 turns it into steps of ~lr / 20
+    opt = torch.optim.Adam(params, lr=1e-3, eps=1e-6)
+    for s in seeds:
+        train_step(net, cut(batch(s)), opt, params, clip)
+    return opt
+
+
+def diff(a: torch.nn.Module, b: torch.nn.Module) -> dict:
+    sa, sb = a.state_dict(), b.state_dict()
+    ga = {n: p.grad for n, p in a.named_parameters() if p.requires_grad}
+    gb = {n: p.grad for n, p in b.named_parameters() if p.requires_grad}
+    both = [k for k in ga if ga[k] is not None and gb[k] is not None]
+    return {
+        "weights": max(float((sa[k] - sb[k]).abs().max()) for k in sa),
+        "grads": max(float((ga[k] - gb[k]).abs().max()) for k in both),
+        "grad_none": sorted(k for k in ga if ga[k] is None or gb[k] is None),
+    }
+
+
+def compare(model, seeds) -> dict:
+    """DDP over the ranks vs one process on the whole batch vs one rank's shard alone."""
+    one, alone = copy.deepcopy(model), copy.deepcopy(model)
+    net = wrap_ddp(model, dist)
+    assert type(net).__name__ == "DistributedDataParallel"
+    steps(net, model, seeds, shard)
+    steps(one, one, seeds, lambda b: b)
+    steps(alone, alone, seeds, shard)
+    return {"vs_one_process": diff(model, one), "unsynced_vs_one_process": diff(alone, one)}
+
+
+res = {}
+torch.manual_seed(0)
+zero_drop = dict(attn_dropout=0.0, relu_dropout=0.0, res_dropout=0.0, embed_dropout=0.0)
+mult = build_model("mult", 64, 128, 6, "smoke", **zero_drop)  # no batch norm, no dropout
+res["mult"] = compare(mult, [1, 2])
+torch.save(mult.state_dict(), out / f"rank{dist.rank}_mult.pt")
+
+# VAVL as train.train runs it: "unimodal" (batch norm in training: per-rank statistics, so no
+# one-process reference), the stage's weights to every rank, then "fusion" re-wrapped (the
+# conformers frozen and in eval mode: equal to one process)
+vavl = build_model("vavl", 64, 128, 6, "smoke", dropout=0.0, out_dropout=0.0)
+steps(wrap_ddp(vavl, dist), vavl, [3], shard)
+broadcast_model(vavl, dist)
+vavl.set_stage("fusion")
+res["vavl_fusion"] = compare(vavl, [4, 5])
+torch.save(vavl.state_dict(), out / f"rank{dist.rank}_vavl.pt")
+
+
+class Branchy(torch.nn.Module):
+    """A branch per batch: ``b`` only in a batch with video (rank 0's), ``c`` never."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = (torch.nn.Linear(64, 6) for _ in range(3))
+
+    def forward(self, audio, audio_mask, video, video_mask):
+        logits = self.a(audio.mean(1))
+        if video_mask.sum() > 0:
+            logits = logits + self.b(video[..., :64].mean(1))
+        return {"logits": logits}
+
+    def compute_loss(self, out, batch):
+        return F.cross_entropy(out["logits"], batch["label"])
+
+
+torch.manual_seed(0)
+toy = Branchy()
+# reference (what the former hand-written all-reduce gave): each shard's gradients averaged,
+# zeros where a shard leaves a parameter unused, None where every shard does
+ref = copy.deepcopy(toy)
+full = batch(6, video_on_odd_rows=False)
+for r in range(dist.world):
+    part = {k: v[r :: dist.world] for k, v in full.items()}
+    inputs = (part["audio"], part["audio_mask"], part["video"], part["video_mask"])
+    (ref.compute_loss(ref(*inputs), part) / dist.world).backward()
+c0 = toy.c.weight.detach().clone()
+opt = steps(wrap_ddp(toy, dist), toy, [6], lambda b: shard(batch(6, video_on_odd_rows=False)), 0)
+res["branchy"] = {
+    "grads_vs_reference": max(
+        float((p.grad - q.grad).abs().max())
+        for p, q in zip(toy.parameters(), ref.parameters())
+        if q.grad is not None
+    ),
+    "grad_none": sorted(n for n, p in toy.named_parameters() if p.grad is None),
+    "b_grad_abs_sum": float(toy.b.weight.grad.abs().sum()),
+    "adam_state": sorted(n for n, p in toy.named_parameters() if p in opt.state),
+    "c_unchanged": bool(torch.equal(toy.c.weight, c0)),
+}
+(out / f"rank{dist.rank}.json").write_text(json.dumps(res))
+dist.barrier()  # as train.train.main: a rank leaving while gloo still sends to it aborts
+torch.distributed.destroy_process_group()
+'''
+
+
+def test_ddp_step_equals_a_one_process_step(tmp_path: Path) -> None:
+    """The DDP path of train.train (wrap_ddp + train_step) on 2 ranks x 3 samples gives the
+    gradients and weights of one process on the 6 samples.
+
+    Checked on train_step, not on two CLI runs: each rank draws its own crops, face pairs, video
+    frames and dropout masks (streams seeded by rank), so a 2-rank run and a 1-process run of the
+    CLI never see the same inputs.
+    """
+    (tmp_path / "worker.py").write_text(DDP_WORKER)
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        str(tmp_path / "worker.py"), str(tmp_path),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    res = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for rank in res:
+        for name in ("mult", "vavl_fusion"):
+            same, unsynced = rank[name]["vs_one_process"], rank[name]["unsynced_vs_one_process"]
+            assert same["weights"] < 1e-5 and same["grads"] < 1e-5, (name, same)
+            assert same["grad_none"] == []  # every trainable parameter has a gradient
+            assert min(unsynced["weights"], unsynced["grads"]) > 1e-4, (name, unsynced)
+        toy = rank["branchy"]
+        assert toy["grads_vs_reference"] < 1e-6, toy
+        assert toy["b_grad_abs_sum"] > 0  # used on rank 0 only: averaged with rank 1's zeros
+        assert toy["grad_none"] == ["c.bias", "c.weight"]  # unused on every rank: stays None
+        assert toy["adam_state"] == ["a.bias", "a.weight", "b.bias", "b.weight"]
+        assert toy["c_unchanged"]
+    for name in ("mult", "vavl"):
+        s0, s1 = (torch.load(tmp_path / f"rank{r}_{name}.pt", weights_only=True) for r in (0, 1))
+        assert all(torch.equal(s0[k], s1[k]) for k in s0), name  # the ranks agree exactly
 
 
 def test_evaluate_only_reproduces_the_test_metrics(smoke_run, tmp_path: Path) -> None:
@@ -229,12 +406,13 @@ def test_sweep_aggregates_partitions(smoke_run, tmp_path: Path, capsys) -> None:
     assert capsys.readouterr().out.count("skip ") == 4
 
 
-def test_unpaired_batches_hold_one_modality(tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["auxformer_deploy", "vavl"])
+def test_unpaired_batches_hold_one_modality(tmp_path: Path, model: str) -> None:
     from train.train import main
 
     require_data()
     out = tmp_path / "unpaired"
-    args = ["--model", "auxformer_deploy", "--out", str(out), *SMOKE, "--pairing", "unpaired"]
+    args = ["--model", model, "--out", str(out), *SMOKE, "--pairing", "unpaired"]
     assert main([*args, "--batch", "2", "--max-steps", "3", "--no-optimised-training"]) == 0
     recs = records(out)
     assert next(r for r in recs if r["event"] == "data")["pairing"] == "unpaired"
