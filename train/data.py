@@ -120,6 +120,33 @@ def _logmel_one(args: tuple[str, str, dict]) -> np.ndarray:
     return log_mel(read_audio(Path(path), p.sample_rate), p)
 
 
+def _read_ragged(cache: Path | None) -> dict[str, np.ndarray]:
+    """Arrays of different lengths stored in one .npz (names, offsets, data); {} if absent."""
+    out: dict[str, np.ndarray] = {}
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            offsets, data = z["offsets"], z["data"]
+            for i, n in enumerate(z["names"].tolist()):
+                out[n] = data[offsets[i] : offsets[i + 1]]
+    return out
+
+
+def _write_ragged(cache: Path, arrays: dict[str, np.ndarray], what: str) -> None:
+    """Write :func:`_read_ragged`'s format atomically (a temporary file, then a rename)."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    names = sorted(arrays)
+    lens = np.array([len(arrays[n]) for n in names])
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(
+        tmp,
+        names=np.array(names),
+        offsets=np.concatenate([[0], np.cumsum(lens)]),
+        data=np.concatenate([arrays[n] for n in names]),
+    )
+    tmp.replace(cache)
+    logger.info("cached %s of %d clips in %s", what, len(names), cache)
+
+
 def logmel_cache(
     names: list[str],
     params: LogMelParams,
@@ -136,12 +163,7 @@ def logmel_cache(
 
     key = hashlib.sha256(json.dumps(params.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
     cache = cache_dir / f"cremad_logmel_{key}.npz" if cache_dir else None
-    feats: dict[str, np.ndarray] = {}
-    if cache is not None and cache.exists():
-        with np.load(cache) as z:
-            offsets, data = z["offsets"], z["data"]
-            for i, n in enumerate(z["names"].tolist()):
-                feats[n] = data[offsets[i] : offsets[i + 1]]
+    feats = _read_ragged(cache)
     todo = sorted(set(names) - set(feats))
     if todo:
         jobs = [(str(cremad_audio_path(n, root)), n, params.to_dict()) for n in todo]
@@ -150,18 +172,7 @@ def logmel_cache(
             for n, m in tqdm(zip(todo, results), total=len(todo), desc="log-mel", leave=False):
                 feats[n] = m
         if cache is not None:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            all_names = sorted(feats)
-            lens = np.array([len(feats[n]) for n in all_names])
-            tmp = cache.with_suffix(".tmp.npz")
-            np.savez(
-                tmp,
-                names=np.array(all_names),
-                offsets=np.concatenate([[0], np.cumsum(lens)]),
-                data=np.concatenate([feats[n] for n in all_names]),
-            )
-            tmp.replace(cache)
-            logger.info("cached log-mel of %d clips in %s", len(all_names), cache)
+            _write_ragged(cache, feats, "log-mel")
     return {n: feats[n] for n in names}
 
 
@@ -260,27 +271,11 @@ def waveform_cache(
     from tqdm import tqdm
 
     cache = cache_dir / f"cremad_pcm_{sample_rate}.npz" if cache_dir else None
-    pcm: dict[str, np.ndarray] = {}
-    if cache is not None and cache.exists():
-        with np.load(cache) as z:
-            offsets, data = z["offsets"], z["data"]
-            for i, n in enumerate(z["names"].tolist()):
-                pcm[n] = data[offsets[i] : offsets[i + 1]]
+    pcm = _read_ragged(cache)
     todo = sorted(set(names) - set(pcm))
     for n in tqdm(todo, desc="pcm", leave=False):
         x = read_audio(cremad_audio_path(n, root), sample_rate)
         pcm[n] = np.round(np.clip(x, -1.0, 1.0) * 32767).astype(np.int16)
     if todo and cache is not None:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        all_names = sorted(pcm)
-        lens = np.array([len(pcm[n]) for n in all_names])
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(
-            tmp,
-            names=np.array(all_names),
-            offsets=np.concatenate([[0], np.cumsum(lens)]),
-            data=np.concatenate([pcm[n] for n in all_names]),
-        )
-        tmp.replace(cache)
-        logger.info("cached PCM of %d clips in %s", len(all_names), cache)
+        _write_ragged(cache, pcm, "PCM")
     return {n: pcm[n].astype(np.float32) / 32767.0 for n in names}
