@@ -404,6 +404,14 @@ def test_sweep_aggregates_partitions(smoke_run, tmp_path: Path, capsys) -> None:
     assert png is not None and png.shape[0] > 3 * 300  # three panels: audio, video, both
     assert sweep.main([*argv, "--out-json", str(res_json)]) == 0  # all finished: nothing to run
     assert capsys.readouterr().out.count("skip ") == 4
+    from train import report
+
+    assert report.main([str(res_json)]) == 0
+    tables = capsys.readouterr().out
+    assert "| `auxformer` | 1,2 | " in tables and "SYNTHETIC PAIRS" in tables
+    assert "| unimodal" not in tables  # video-only model: no audio-only row
+    paper = "AuxFormer journal, optimised training, acoustic only (Table 2) | 1-5 | 0.602 | 0.592"
+    assert paper in tables
 
 
 @pytest.mark.parametrize("model", ["auxformer_deploy", "vavl"])
