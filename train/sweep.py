@@ -125,13 +125,15 @@ def plot(res: dict, path: Path) -> Path:
     panels = []
     for kind in ("audio", "video", "both"):
         series = {
+            # a model without this curve keeps its slot, so it has one colour in every panel
             name: [
                 (round(1 - pt["masked"], 1), pt["micro_f1"]["mean"]) for pt in r["masking"][kind]
             ]
-            for name, r in res["models"].items()
             if kind in r["masking"]
+            else []
+            for name, r in res["models"].items()
         }
-        if series:
+        if any(series.values()):
             tmp = path.with_name(f".{path.stem}_{kind}.png")
             what = "audio+video" if kind == "both" else kind
             title = f"{what} frames masked (synthetic pairs)"

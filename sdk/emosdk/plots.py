@@ -58,7 +58,8 @@ def plot_confusion(report: dict, path: Path) -> Path:
 def plot_curves(
     series: dict[str, list[tuple[float, float]]], path: Path, title: str, xlabel: str, ylabel: str
 ) -> Path:
-    """Line plot of named (x, y) series with y in [0, 1], as a PNG."""
+    """Line plot of named (x, y) series with y in [0, 1], as a PNG (an empty series is skipped
+    but keeps its colour)."""
     cv2 = _cv2()
     w, h, left, bottom, top, right = 640, 420, 70, 60, 50, 150
     img = np.full((h, w, 3), 255, np.uint8)
@@ -80,6 +81,8 @@ def plot_curves(
     cv2.rectangle(img, to_px(x_lo, 1), to_px(x_hi, 0), (0, 0, 0), 1)
     palette = [(200, 80, 30), (40, 140, 40), (30, 30, 200), (150, 60, 150), (0, 150, 200)]
     for i, (name, pts) in enumerate(series.items()):
+        if not pts:  # keeps its colour slot, so a name has one colour across several plots
+            continue
         color = palette[i % len(palette)]
         px = [to_px(x, y) for x, y in sorted(pts)]
         for a, b in zip(px, px[1:]):
@@ -87,9 +90,9 @@ def plot_curves(
         for p in px:
             cv2.circle(img, p, 4, color, -1)
         cv2.putText(img, name, (w - right + 10, top + 20 + 22 * i), font, 0.45, color, 1)
-    cv2.putText(img, title, (left, 30), font, 0.55, (0, 0, 0), 1)
+    cv2.putText(img, title, (left, 22), font, 0.55, (0, 0, 0), 1)
     cv2.putText(img, xlabel, (left + pw // 2 - 80, h - 15), font, 0.45, (0, 0, 0), 1)
-    cv2.putText(img, ylabel, (5, top - 15), font, 0.45, (0, 0, 0), 1)
+    cv2.putText(img, ylabel, (5, top - 8), font, 0.45, (0, 0, 0), 1)
     cv2.imwrite(str(path), img)
     return path
 
