@@ -167,11 +167,13 @@ class ReplayMicrophone:
 
 @pytest.mark.parametrize("lateness_ms", [0.0, LIVE_LATENESS_MS])
 def test_live_windows_wait_for_late_microphone_blocks(rec, decoded_clips, lateness_ms):
-    # camera frames arrive at once, microphone blocks 80 ms after their first sample: without
-    # the lateness allowance every window closes before its last block arrived
+    # camera frames arrive at once, microphone blocks 110 ms after their first sample (a 50 ms
+    # block, 60 ms input latency; the next frame after a hop comes within 34 ms, so scheduling
+    # jitter cannot reorder them): without the lateness allowance every window closes before
+    # its last block arrived
     _, audio, frames = decoded_clips[0]
     t0 = now_ms() + 50.0
-    mic = ReplayMicrophone(audio, t0)
+    mic = ReplayMicrophone(audio, t0, latency_s=0.06)
     cam = ArraySource(frames=[f for _, f in frames], fps=29.97, realtime=True, start_ms=t0)
     results = list(rec.stream(source=MergedSource(mic, cam, lateness_ms=lateness_ms)))
     inside = [r for r in results if r.timestamp_ms <= t0 + len(audio) / 16.0 - 100.0]
