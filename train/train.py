@@ -50,7 +50,7 @@ from emosdk.metrics import classification_report
 from . import LABELS
 from . import data as D
 from .models import count_params
-from .train_seed import augment_faces, cosine_lr, log_json, pair_faces
+from .train_seed import augment_faces, cosine_lr, log_json, pair_faces, save_state, window_offsets
 
 logger = logging.getLogger("emosdk.train")
 
@@ -439,16 +439,6 @@ def load_data(cfg: Config, dist: Dist, splits: tuple[str, ...], norm: dict | Non
     )
 
 
-def crop(T: int, frames: int, rng: np.random.Generator | None) -> tuple[int, int, int]:
-    """(source start, destination start, length) of a clip of T frames in a window of ``frames``:
-    a random crop / offset with ``rng`` (training), else centred (as train_seed.audio_window)."""
-    if T >= frames:
-        s = int(rng.integers(0, T - frames + 1)) if rng is not None else (T - frames) // 2
-        return s, 0, frames
-    d = int(rng.integers(0, frames - T + 1)) if rng is not None else (frames - T) // 2
-    return 0, d, T
-
-
 def pcm_frames(pcm: np.ndarray, start: int, n: int, hop: int) -> np.ndarray:
     """Waveform samples [hop t, hop t + hop) of log-mel frames t = start..start+n: (n, hop)
     (the layout of train.paper_models.Hussain: concatenated they give back the waveform)."""
@@ -467,7 +457,7 @@ def audio_inputs(
     m = np.zeros((B, F_), np.float32)
     for b, i in enumerate(idx):
         f = split.feats[i]
-        src, dst, n = crop(len(f), F_, rng)
+        src, dst, n = window_offsets(len(f), F_, rng)
         x[b, dst : dst + n, : f.shape[1]] = f[src : src + n]
         if data.hussain:
             x[b, dst : dst + n, f.shape[1] :] = pcm_frames(split.pcm[i], src, n, data.hop)
@@ -700,12 +690,6 @@ def set_rng_states(s: dict, rng: np.random.Generator, gen: torch.Generator, dev)
         torch.cuda.set_rng_state(s["cuda"], dev)
 
 
-def save(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
 def cpu_state(model: torch.nn.Module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
@@ -847,12 +831,16 @@ def train(cfg: Config, hp: dict, model, data: Data, dist: Dist, out: Path, progr
                     history.append({k: rec[k] for k in ("epoch", "step", "loss", "select")})
                     if score > best or stage not in selection or selection[stage].get("partial"):
                         best = max(best, score)
-                        save(out / "best.pt", best_state(model, data, stage, epoch, step, score))
+                        save_state(
+                            out / "best.pt", **best_state(model, data, stage, epoch, step, score)
+                        )
                         selection[stage] = {"epoch": epoch, "step": step, "dev_macro_f1": score}
             elif dist.main and stage not in selection:
                 # stopped inside the first epoch: keep a best.pt for the test evaluation, but do
                 # not count it as the best (a resumed run selects exactly as an uninterrupted one)
-                save(out / "best.pt", best_state(model, data, stage, epoch, step, score, True))
+                save_state(
+                    out / "best.pt", **best_state(model, data, stage, epoch, step, score, True)
+                )
                 selection[stage] = {
                     "epoch": epoch, "step": step, "dev_macro_f1": score, "partial": True
                 }  # fmt: skip
@@ -872,7 +860,7 @@ def train(cfg: Config, hp: dict, model, data: Data, dist: Dist, out: Path, progr
                     "history": history,
                     "selection": selection,
                 }
-                save(out / "last.pt", last)
+                save_state(out / "last.pt", **last)
             if partial:
                 stopped = True
                 break
@@ -882,7 +870,7 @@ def train(cfg: Config, hp: dict, model, data: Data, dist: Dist, out: Path, progr
         if dist.main:
             best_sd = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
             model.load_state_dict(best_sd["model"])
-            save(out / f"best_{stage}.pt", best_sd)
+            save_state(out / f"best_{stage}.pt", **best_sd)
         broadcast_model(model, dist)
         selection = dist.broadcast(selection)
         state, net = None, None  # drop the stage's DDP wrapper (and its gradient hooks)

@@ -309,6 +309,16 @@ def face_embeddings(
 # audio: windows
 
 
+def window_offsets(T: int, frames: int, rng: np.random.Generator | None) -> tuple[int, int, int]:
+    """(source start, destination start, length) of a clip of ``T`` frames in a window of
+    ``frames``: a random crop / offset with ``rng`` (training), else centred."""
+    if T >= frames:
+        s = int(rng.integers(0, T - frames + 1)) if rng is not None else (T - frames) // 2
+        return s, 0, frames
+    d = int(rng.integers(0, frames - T + 1)) if rng is not None else (frames - T) // 2
+    return 0, d, T
+
+
 def audio_window(
     m: np.ndarray, frames: int, floor: float, rng: np.random.Generator | None
 ) -> np.ndarray:
@@ -317,13 +327,11 @@ def audio_window(
     With ``rng`` the crop / pad offset is random (training), else the clip is centred.
     Padding is digital silence (the log floor), as in a stream window longer than the speech.
     """
-    T = len(m)
-    if T >= frames:
-        s = int(rng.integers(0, T - frames + 1)) if rng is not None else (T - frames) // 2
-        return m[s : s + frames]
-    s = int(rng.integers(0, frames - T + 1)) if rng is not None else (frames - T) // 2
+    src, dst, n = window_offsets(len(m), frames, rng)
+    if n == frames:
+        return m[src : src + frames]
     out = np.full((frames, m.shape[1]), floor, np.float32)
-    out[s : s + T] = m
+    out[dst : dst + n] = m
     return out
 
 
