@@ -361,6 +361,113 @@ def audio_embeddings(enc: AudioEncoder, windows: np.ndarray, batch: int = 128) -
 
 
 # -----------------------------------------------------------------------------------------------
+# audio encoder stage (also trained alone on every partition by train/train_audio.py)
+
+
+@dataclass
+class AudioStage:
+    """The trained audio encoder with its stage record and the windows it was evaluated on."""
+
+    audio: AudioEncoder
+    result: dict  # run_stage's record: selected epoch, selection score, history
+    final: dict  # Development / Test macro- and micro-F1 of the selected state, parameters
+    train_mels: list[np.ndarray]  # log-mel (T, M) of the Train clips
+    eval_windows: dict[str, np.ndarray]  # split -> centred windows (N, frames, M)
+    logits: dict[str, np.ndarray]  # "Development" / "Test" -> classifier logits (N, classes)
+
+
+def audio_logits(audio: AudioEncoder, windows: np.ndarray, batch: int = 128) -> np.ndarray:
+    """Classifier logits of (N, frames, M) windows -> (N, classes)."""
+    audio.eval()
+    with torch.no_grad():
+        return np.concatenate(
+            [
+                audio.classify(audio(torch.from_numpy(windows[i : i + batch]))).numpy()
+                for i in range(0, len(windows), batch)
+            ]
+        )
+
+
+def audio_stage(
+    cfg: Config,
+    out: Path,
+    split: dict[str, list],
+    feats: dict[str, np.ndarray],
+    y_clip: dict[str, np.ndarray],
+    audio_p: LogMelParams,
+    frames: int,
+    floor: float,
+    gen: torch.Generator,
+) -> AudioStage:
+    """Train (or load, when ``out/audio.pt`` exists) the audio encoder + classifier on CREMA-D
+    Train with random 3 s crops, gain / time / frequency masking, inverse-sqrt class weights and
+    label smoothing 0.1; select on Development macro-F1; evaluate Development and Test."""
+    torch.manual_seed(cfg.seed + 1)
+    audio = AudioEncoder(
+        n_mels=audio_p.n_mels,
+        d_audio=cfg.d_audio,
+        n_layers=cfg.audio_layers,
+        n_heads=cfg.audio_heads,
+        n_classes=len(LABELS),
+    )
+    train_frames = np.concatenate([feats[c.name] for c in split["Train"]])
+    audio.set_normalization(
+        torch.from_numpy(train_frames.mean(0)), torch.from_numpy(train_frames.std(0))
+    )
+    del train_frames
+    tr_mels = [feats[c.name] for c in split["Train"]]
+    audio_w = class_weights(y_clip["Train"], len(LABELS))
+    eval_windows = {
+        s: np.stack([audio_window(feats[c.name], frames, floor, None) for c in v])
+        for s, v in split.items()
+    }
+
+    def audio_step(rng: np.random.Generator) -> torch.Tensor:
+        idx = rng.integers(0, len(tr_mels), cfg.audio_batch)
+        xb = torch.from_numpy(np.stack([audio_window(tr_mels[i], frames, floor, rng) for i in idx]))
+        logits = audio.classify(audio(spec_augment(xb, gen)))
+        return F.cross_entropy(
+            logits, torch.from_numpy(y_clip["Train"][idx]), weight=audio_w, label_smoothing=0.1
+        )
+
+    def audio_metrics(s: str) -> dict:
+        preds = audio_logits(audio, eval_windows[s]).argmax(-1)
+        return f1_scores(y_clip[s], preds, len(LABELS))
+
+    def audio_eval() -> dict:
+        m = audio_metrics("Development")
+        return {"dev_macro_f1": m["macro_f1"], "dev_micro_f1": m["micro_f1"]}
+
+    audio_res = run_stage(
+        cfg,
+        out,
+        "audio",
+        audio,
+        cfg.audio_epochs,
+        cfg.audio_lr,
+        max(1, len(tr_mels) // cfg.audio_batch),
+        audio_step,
+        audio_eval,
+        "dev_macro_f1",
+        gen,
+    )
+    logits = {s: audio_logits(audio, eval_windows[s]) for s in ("Development", "Test")}
+    test, dev = (
+        f1_scores(y_clip[s], logits[s].argmax(-1), len(LABELS)) for s in ("Test", "Development")
+    )
+    audio_final = {
+        "test_macro_f1": test["macro_f1"],
+        "test_micro_f1": test["micro_f1"],
+        "test_n": test["n"],
+        "dev_macro_f1": dev["macro_f1"],
+        "dev_micro_f1": dev["micro_f1"],
+        "params": count_params(audio),
+    }
+    log_json(out, stage="audio", final=audio_final)
+    return AudioStage(audio, audio_res, audio_final, tr_mels, eval_windows, logits)
+
+
+# -----------------------------------------------------------------------------------------------
 # synthetic audio-visual pairs
 
 
@@ -536,74 +643,9 @@ def main(argv: list[str] | None = None) -> None:
     log_json(out, stage="face", final=face_final)
 
     # ----- stage 2: audio encoder on CREMA-D -----------------------------------------------------
-    torch.manual_seed(cfg.seed + 1)
-    audio = AudioEncoder(
-        n_mels=audio_p.n_mels,
-        d_audio=cfg.d_audio,
-        n_layers=cfg.audio_layers,
-        n_heads=cfg.audio_heads,
-        n_classes=len(LABELS),
-    )
-    train_frames = np.concatenate([feats[c.name] for c in split["Train"]])
-    audio.set_normalization(
-        torch.from_numpy(train_frames.mean(0)), torch.from_numpy(train_frames.std(0))
-    )
-    del train_frames
-    tr_mels = [feats[c.name] for c in split["Train"]]
-    audio_w = class_weights(y_clip["Train"], len(LABELS))
-    eval_windows = {
-        s: np.stack([audio_window(feats[c.name], frames, floor, None) for c in v])
-        for s, v in split.items()
-    }
-
-    def audio_step(rng: np.random.Generator) -> torch.Tensor:
-        idx = rng.integers(0, len(tr_mels), cfg.audio_batch)
-        xb = torch.from_numpy(np.stack([audio_window(tr_mels[i], frames, floor, rng) for i in idx]))
-        logits = audio.classify(audio(spec_augment(xb, gen)))
-        return F.cross_entropy(
-            logits, torch.from_numpy(y_clip["Train"][idx]), weight=audio_w, label_smoothing=0.1
-        )
-
-    def audio_metrics(s: str) -> dict:
-        w = eval_windows[s]
-        preds = np.concatenate(
-            [
-                audio.classify(audio(torch.from_numpy(w[i : i + 128]))).argmax(-1).numpy()
-                for i in range(0, len(w), 128)
-            ]
-        )
-        return f1_scores(y_clip[s], preds, len(LABELS))
-
-    def audio_eval() -> dict:
-        m = audio_metrics("Development")
-        return {"dev_macro_f1": m["macro_f1"], "dev_micro_f1": m["micro_f1"]}
-
-    audio_res = run_stage(
-        cfg,
-        out,
-        "audio",
-        audio,
-        cfg.audio_epochs,
-        cfg.audio_lr,
-        max(1, len(tr_mels) // cfg.audio_batch),
-        audio_step,
-        audio_eval,
-        "dev_macro_f1",
-        gen,
-    )
-    audio.eval()
-    with torch.no_grad():
-        test = audio_metrics("Test")
-        dev = audio_metrics("Development")
-    audio_final = {
-        "test_macro_f1": test["macro_f1"],
-        "test_micro_f1": test["micro_f1"],
-        "test_n": test["n"],
-        "dev_macro_f1": dev["macro_f1"],
-        "dev_micro_f1": dev["micro_f1"],
-        "params": count_params(audio),
-    }
-    log_json(out, stage="audio", final=audio_final)
+    a_stage = audio_stage(cfg, out, split, feats, y_clip, audio_p, frames, floor, gen)
+    audio, audio_res, audio_final = a_stage.audio, a_stage.result, a_stage.final
+    tr_mels, eval_windows = a_stage.train_mels, a_stage.eval_windows
 
     # ----- stage 3: AuxFormerDeploy fusion on synthetic pairs ------------------------------------
     for p in (*face.parameters(), *audio.parameters()):
