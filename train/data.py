@@ -186,7 +186,7 @@ def load_fer2013(
     """FER2013 faces of one usage, normalised with :func:`emosdk.features.normalize_face`.
 
     Args:
-        usage: ``Training`` or ``PublicTest``.
+        usage: ``Training`` or ``PublicTest`` (PrivateTest is held back from this data folder).
         params: the bundle's face parameters.
         root: the shared data folder.
         limit_per_class: keep only the first N images of each class (smoke tests; not cached).
@@ -205,7 +205,11 @@ def load_fer2013(
             return z["faces"], z["labels"]
     base = root / "fer2013"
     with open(base / "manifest.csv", newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["usage"] == usage]
+        every = list(csv.DictReader(f))
+    rows = [r for r in every if r["usage"] == usage]
+    if not rows:
+        held = sorted({r["usage"] for r in every})
+        raise ValueError(f"FER2013 has no {usage!r} faces here (usages present: {held})")
     unknown = [r for r in rows if r["label"] not in FER_LABELS]
     rows = [r for r in rows if r["label"] in FER_LABELS]
     if limit_per_class is not None:

@@ -2,9 +2,9 @@
 protocol: PrivateTest, the report split, is held back here).
 
 The same :class:`~train.models.FaceEncoder`, augmentation, class weights and resumable stage
-loop as the seed pipeline (train/train_seed.py), with its own width, epochs and an optional
-horizontal-flip test-time average. Prints and writes ``summary.json``: PublicTest accuracy,
-macro-F1, per-class F1, confusion and the parameter count.
+loop as the seed pipeline (train/train_seed.py), with its own width, epochs and a test-time
+average over views (``--tta``: none, flip, 10crop). Prints and writes ``summary.json``:
+PublicTest accuracy, macro-F1, per-class F1, confusion and the parameter count.
 
     python -m train.train_face --out /tmp/emosdk_face --epochs 30 --widths 40,80,160,256
 """
@@ -27,22 +27,23 @@ from emosdk.metrics import classification_report
 
 from . import FER_CLASSES
 from . import data as D
+from .evaluate_face import TTA, face_views
 from .models import FaceEncoder, count_params
 from .train_seed import Config, augment_faces, class_weights, log_json, run_stage
 
 
 @torch.no_grad()
-def predict_faces(face: FaceEncoder, x: np.ndarray, flip_tta: bool) -> np.ndarray:
-    """Class probabilities of (N, 1, S, S) faces, averaged with their mirror image if asked."""
+def predict_faces(face: FaceEncoder, x: np.ndarray, tta: str) -> np.ndarray:
+    """Class probabilities of (N, 1, S, S) faces, averaged over the test-time views of ``tta``
+    (:func:`train.evaluate_face.face_views`: none, flip or 10crop)."""
     face.eval()
-    probs = []
-    for s in range(0, len(x), 512):
-        xb = torch.from_numpy(x[s : s + 512])
-        p = F.softmax(face(xb)[1], -1)
-        if flip_tta:
-            p = 0.5 * (p + F.softmax(face(xb.flip(-1))[1], -1))
-        probs.append(p.numpy())
-    return np.concatenate(probs)
+    views = face_views(x, tta)
+    probs = np.zeros((len(x), len(FER_CLASSES)), np.float32)
+    for v in views:
+        for s in range(0, len(v), 512):
+            xb = torch.from_numpy(np.ascontiguousarray(v[s : s + 512]))
+            probs[s : s + 512] += F.softmax(face(xb)[1], -1).numpy()
+    return probs / len(views)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--no-flip-tta", action="store_true", help="no mirror-image test average")
+    p.add_argument("--tta", default="flip", choices=list(TTA), help="test-time views")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--limit", type=int, default=0, help=">0: smoke run, faces per class")
@@ -93,7 +94,6 @@ def main(argv: list[str] | None = None) -> dict:
     weights = class_weights(y_tr, len(FER_CLASSES))
     xt, yt = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
     gen = torch.Generator().manual_seed(args.seed)
-    flip_tta = not args.no_flip_tta
 
     def step(rng: np.random.Generator) -> torch.Tensor:
         idx = torch.from_numpy(rng.integers(0, len(xt), args.batch))
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
         return F.cross_entropy(face(xb)[1], yt[idx], weight=weights, label_smoothing=0.1)
 
     def evaluate() -> dict:
-        pred = predict_faces(face, x_pt, flip_tta).argmax(-1)
+        pred = predict_faces(face, x_pt, args.tta).argmax(-1)
         m = classification_report(y_pt, pred, FER_CLASSES)
         return {"publictest_acc": m["accuracy"], "publictest_macro_f1": m["macro_f1"]}
 
@@ -118,13 +118,13 @@ def main(argv: list[str] | None = None) -> dict:
         "publictest_acc",
         gen,
     )
-    pred = predict_faces(face, x_pt, flip_tta).argmax(-1)
+    pred = predict_faces(face, x_pt, args.tta).argmax(-1)
     summary = {
         "command": command,
         "model": "FaceEncoder",
         "widths": args.widths,
         "params": count_params(face),
-        "flip_tta": flip_tta,
+        "tta": args.tta,
         "selected_epoch": res["selected_epoch"],
         "publictest": classification_report(y_pt, pred, FER_CLASSES),
         "note": "FER2013 Training, selected on PublicTest (also the figure reported, as in the "

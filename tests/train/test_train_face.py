@@ -15,7 +15,7 @@ def test_train_face_smoke(tmp_path):
         ["--out", str(out), "--limit", "8", "--max-steps", "1", "--threads", "1",
          "--cache-dir", "", "--widths", "8,8,16,16", "--d-video", "16", "--batch", "8"]
     )  # fmt: skip
-    assert summary["params"] < 5_000_000 and summary["flip_tta"]
+    assert summary["params"] < 5_000_000 and summary["tta"] == "flip"
     pt = summary["publictest"]
     assert pt["n"] == 7 * 8 and len(pt["confusion"]) == 7 and 0.0 <= pt["accuracy"] <= 1.0
     assert json.loads((out / "summary.json").read_text())["publictest"] == pt

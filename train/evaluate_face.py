@@ -1,0 +1,128 @@
+"""Evaluate a bundle's face encoder (its ONNX graph, through onnxruntime) on FER2013.
+
+Reads the faces the way training does (``train.data.load_fer2013``: the runtime's
+``FaceParams`` crop size and normalisation), runs ``face_encoder.onnx`` and scores its
+``face_logits`` (7 FER2013 classes) on PublicTest: the split that selects the epoch and the figure
+the issue asks for (PrivateTest, FER2013's report split, is held back from ``../shared/data``).
+
+Test-time views (``--tta``, several comma-separated; each is reported):
+
+* ``none``: the face as it is;
+* ``flip``: the mean class probabilities of the face and its mirror image;
+* ``10crop``: the mean over 10 views: the face and 4 copies shifted by 2 pixels
+  (up, down, left, right; reflect padding, as in training's augmentation), each also mirrored.
+
+    python -m train.evaluate_face --bundle sdk/emosdk/models/bundled/default \\
+        --tta none,flip,10crop --out-json docs/results/fer2013_face.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from emosdk.features.face import FaceParams
+from emosdk.metrics import classification_report
+
+from . import FER_CLASSES
+from . import data as D
+
+TTA = {
+    "none": "the face as it is",
+    "flip": "mean probabilities of the face and its mirror image",
+    "10crop": "mean over the face and 4 copies shifted by 2 px, each also mirrored (10 views)",
+}
+
+
+def face_views(x: np.ndarray, tta: str, shift: int = 2) -> list[np.ndarray]:
+    """The test-time views of faces ``x`` (N, 1, S, S) for one ``tta`` kind."""
+    if tta not in TTA:
+        raise ValueError(f"tta must be one of {TTA}, got {tta!r}")
+    if tta == "none":
+        return [x]
+    views = [x]
+    if tta == "10crop":
+        S = x.shape[-1]
+        pad = np.pad(x, ((0, 0), (0, 0), (shift, shift), (shift, shift)), mode="reflect")
+        for dy, dx in ((-shift, 0), (shift, 0), (0, -shift), (0, shift)):
+            views.append(pad[:, :, shift + dy : shift + dy + S, shift + dx : shift + dx + S])
+    return views + [v[..., ::-1] for v in views]
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def onnx_params(path: Path) -> int:
+    """Number of values in the graph's initializers (weights and normalisation statistics)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer))
+
+
+def evaluate(session, x: np.ndarray, y: np.ndarray, tta: str, batch: int = 256) -> dict:
+    """classification_report of the mean softmax over the views of ``tta``."""
+    probs = np.zeros((len(x), len(FER_CLASSES)), np.float64)
+    views = face_views(x, tta)
+    for v in views:
+        for s in range(0, len(v), batch):
+            xb = np.ascontiguousarray(v[s : s + batch], np.float32)
+            logits = session.run(["face_logits"], {"face": xb})[0]
+            probs[s : s + batch] += softmax(logits.astype(np.float64))
+    return classification_report(y, (probs / len(views)).argmax(-1), FER_CLASSES)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import onnxruntime as ort
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bundle", type=Path, default=Path("sdk/emosdk/models/bundled/default"))
+    p.add_argument("--graph", default="face_encoder.onnx", help="file in --bundle")
+    p.add_argument("--tta", default="none,flip,10crop", help="comma-separated: " + ",".join(TTA))
+    p.add_argument("--splits", default="PublicTest", help="comma-separated FER2013 usages")
+    p.add_argument("--data-root", type=Path, default=D.DATA_ROOT)
+    p.add_argument("--cache-dir", default=str(D.CACHE_DIR), help='"" = no cache')
+    p.add_argument("--limit", type=int, default=0, help=">0: smoke run, faces per class")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out-json", type=Path)
+    args = p.parse_args(argv)
+    ttas = [t for t in args.tta.split(",") if t]
+    for t in ttas:
+        if t not in TTA:
+            p.error(f"--tta: {t!r} is not one of {', '.join(TTA)}")
+    graph = args.bundle / args.graph
+    if not graph.is_file():
+        p.error(f"no face encoder graph at {graph}")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = args.threads
+    session = ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
+    cache = Path(args.cache_dir) if args.cache_dir and not args.limit else None
+    result = {
+        "graph": str(graph),
+        "params": onnx_params(graph),
+        "tta": {t: TTA[t] for t in ttas},
+        "command": "python -m train.evaluate_face " + " ".join(argv or sys.argv[1:]),
+        "splits": {},
+    }
+    for split in [s for s in args.splits.split(",") if s]:
+        limit = args.limit or None
+        x, y = D.load_fer2013(split, FaceParams(), args.data_root, limit, cache_dir=cache)
+        result["splits"][split] = {t: evaluate(session, x, y, t) for t in ttas}
+        for t in ttas:
+            r = result["splits"][split][t]
+            line = {"split": split, "tta": t, "n": r["n"], "accuracy": round(r["accuracy"], 4)}
+            print(json.dumps(line | {"macro_f1": round(r["macro_f1"], 4)}), flush=True)
+    if args.out_json:
+        args.out_json.parent.mkdir(parents=True, exist_ok=True)
+        args.out_json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
