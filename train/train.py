@@ -559,7 +559,7 @@ def keep_share(mask: np.ndarray, share: float, rng: np.random.Generator) -> np.n
 def predict(
     model: torch.nn.Module, ev: EvalSet, cond: str, dev: torch.device, bs: int, masks=None
 ) -> tuple[np.ndarray, float]:
-    """Predictions and mean CE of ``out["logits"]`` under a condition (and optional masks)."""
+    """Logits (N, classes) and mean CE of ``out["logits"]`` under a condition (and masks)."""
     model.eval()
     am_all, vm_all = masks if masks is not None else (ev.am, ev.vm)
     preds, loss = [], 0.0
@@ -572,7 +572,7 @@ def predict(
         logits = model(a, am, v, vm)["logits"].float()
         y = torch.from_numpy(ev.y[sl]).to(dev)
         loss += float(F.cross_entropy(logits, y, reduction="sum"))
-        preds.append(logits.argmax(-1).cpu().numpy())
+        preds.append(logits.cpu().numpy())
     return np.concatenate(preds), loss / max(1, len(ev.y))
 
 
@@ -583,12 +583,17 @@ def rng_devices(dev: torch.device) -> list[int]:
     return [dev.index if dev.index is not None else torch.cuda.current_device()]
 
 
-def evaluate(model, ev: EvalSet, conds, dev, bs) -> tuple[dict[str, dict], dict[str, float]]:
+def evaluate(
+    model, ev: EvalSet, conds, dev, bs, logits: dict | None = None
+) -> tuple[dict[str, dict], dict[str, float]]:
+    """Reports and mean CE per condition; fills ``logits`` (condition -> (N, classes)) if given."""
     reports, losses = {}, {}
     with torch.random.fork_rng(devices=rng_devices(dev)):
         for c in conds:
-            p, losses[c] = predict(model, ev, c, dev, bs)
-            reports[c] = classification_report(ev.y, p, LABELS)
+            z, losses[c] = predict(model, ev, c, dev, bs)
+            reports[c] = classification_report(ev.y, z.argmax(-1), LABELS)
+            if logits is not None:
+                logits[c] = z
     return reports, losses
 
 
@@ -607,7 +612,8 @@ def masking_curves(cfg: Config, model, ev: EvalSet, dev) -> dict:
             am = keep_share(ev.am, share, rng) if kind in ("audio", "both") else ev.am
             vm = keep_share(ev.vm, share, rng) if kind in ("video", "both") else ev.vm
             with torch.random.fork_rng(devices=rng_devices(dev)):
-                p, _ = predict(model, ev, cond, dev, cfg.eval_batch, masks=(am, vm))
+                z, _ = predict(model, ev, cond, dev, cfg.eval_batch, masks=(am, vm))
+                p = z.argmax(-1)
             r = classification_report(ev.y, p, LABELS)
             pts.append(
                 {"kept": share, "masked": round(1 - share, 1)}
@@ -959,6 +965,19 @@ def train_step(net: torch.nn.Module, batch: dict, opt, params, clip: float) -> f
 # test evaluation and outputs
 
 
+def save_logits(path: Path, split: str, names, y: np.ndarray, logits: dict[str, np.ndarray]):
+    """Per-clip logits of one split, per condition, for ensembles (``train.ensemble``):
+    ``{split}_names``, ``{split}_y`` and ``{split}_logits_{condition}`` (N, classes)."""
+    arrays = {f"{split}_names": np.asarray(names), f"{split}_y": np.asarray(y, np.int64)}
+    arrays |= {f"{split}_logits_{c}": np.asarray(z, np.float32) for c, z in logits.items()}
+    if path.is_file():  # keep the other splits
+        with np.load(path) as old:
+            arrays = {k: old[k] for k in old.files if not k.startswith(f"{split}_")} | arrays
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
 def test_and_write(cfg: Config, model, data: Data, out: Path, dev, command: str, extra: dict):
     """Evaluate best.pt on Test: test_metrics.json and summary.json."""
     ck = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
@@ -966,7 +985,9 @@ def test_and_write(cfg: Config, model, data: Data, out: Path, dev, command: str,
     model.to(dev).eval()
     ev = eval_set(cfg, data, "Test")
     conds = conditions(model)
-    reports, _ = evaluate(model, ev, conds, dev, cfg.eval_batch)
+    logits: dict[str, np.ndarray] = {}
+    reports, _ = evaluate(model, ev, conds, dev, cfg.eval_batch, logits)
+    save_logits(out / "logits.npz", "Test", data.splits["Test"].names, ev.y, logits)
     masking = masking_curves(cfg, model, ev, dev)
     synthetic = model.modalities != "audio"
     metrics = {

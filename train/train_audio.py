@@ -5,7 +5,8 @@ Each (partition, seed) run is the seed pipeline's audio stage (train/train_seed.
 :func:`train.train_seed.audio_stage`): random 3 s crops, gain / time / frequency masking,
 inverse-sqrt class weights, label smoothing 0.1, AdamW with warmup + cosine, selection on
 Development macro-F1. Runs are resumable (``RUNS/NAME_sS_pP/audio_last.pt``) and skipped when
-finished. The ensemble averages the seeds' class probabilities (softmax) on each clip.
+finished. The ensemble averages the seeds' class probabilities (softmax) on each clip
+(:mod:`train.ensemble`, which also combines runs of different models).
 
 Writes, in the format of ``python -m train.sweep`` (so ``train.report`` renders it):
 ``RUNS/NAME_sS_pP/test_metrics.json`` (one model), ``RUNS/NAME_ensK_pP/test_metrics.json`` (the
@@ -28,37 +29,13 @@ import numpy as np
 import torch
 
 from emosdk.features.audio import LogMelParams
-from emosdk.metrics import classification_report
 from emosdk.models.bundle import StreamParams
 
-from . import LABELS
 from . import data as D
+from .ensemble import audio_metrics, write_ensemble
 from .sweep import aggregate
+from .train import save_logits
 from .train_seed import Config, audio_stage, log_json
-
-NOTE = "CREMA-D Test audio only (real data)"
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def test_metrics(model: str, partition: int, command: str, y: np.ndarray, pred, extra) -> dict:
-    """One run's Test report in train.sweep's format (audio only, no masking curves)."""
-    return {
-        "model": model,
-        "partition": partition,
-        "split": "Test",
-        "command": command,
-        "synthetic_pairs": False,
-        "note": NOTE,
-        **extra,
-        "conditions": {
-            "audio_only": {"data": NOTE, **classification_report(y, pred, LABELS)},
-        },
-        "masking": {"curves": {}},
-    }
 
 
 def train_one(args, partition: int, seed: int, out: Path, command: str) -> None:
@@ -94,53 +71,16 @@ def train_one(args, partition: int, seed: int, out: Path, command: str) -> None:
     log_json(out, stage="data", partition=partition, seed=seed, cremad=counts)
     gen = torch.Generator().manual_seed(seed)
     st = audio_stage(cfg, out, split, feats, y, audio_p, frames, floor, gen)
-    np.savez(
-        out / "logits.npz",
-        **{f"{s}_logits": st.logits[s] for s in st.logits},
-        **{f"{s}_y": y[s] for s in st.logits},
-        **{f"{s}_names": np.array([c.name for c in split[s]]) for s in st.logits},
-    )
+    for s, z in st.logits.items():
+        save_logits(out / "logits.npz", s, [c.name for c in split[s]], y[s], {"audio_only": z})
     extra = {
         "seed": seed,
         "selected": {"epoch": st.result["selected_epoch"], **st.result["selection"]},
         "params": st.final["params"],
     }
-    tm = test_metrics(
-        f"{args.name}_s{seed}", partition, command, y["Test"], st.logits["Test"].argmax(-1), extra
-    )
+    pred = st.logits["Test"].argmax(-1)
+    tm = audio_metrics(f"{args.name}_s{seed}", partition, command, y["Test"], pred, extra)
     (out / "test_metrics.json").write_text(json.dumps(tm, indent=2))
-
-
-def ensemble(args, partition: int, seeds: list[int], command: str) -> Path | None:
-    """Mean softmax of the seeds' Test logits -> RUNS/NAME_ensK_pP/test_metrics.json."""
-    runs = [args.runs / f"{args.name}_s{s}_p{partition}" / "logits.npz" for s in seeds]
-    if not all(r.is_file() for r in runs):
-        return None
-    loaded = [np.load(r) for r in runs]
-    y = loaded[0]["Test_y"]
-    for z in loaded[1:]:
-        if not np.array_equal(z["Test_names"], loaded[0]["Test_names"]):
-            raise SystemExit(f"partition {partition}: runs hold different Test clips")
-    probs = {
-        s: np.mean([softmax(z[f"{s}_logits"]) for z in loaded], 0) for s in ("Development", "Test")
-    }
-    dev = classification_report(loaded[0]["Development_y"], probs["Development"].argmax(-1), LABELS)
-    out = args.runs / f"{args.name}_ens{len(seeds)}_p{partition}"
-    out.mkdir(parents=True, exist_ok=True)
-    extra = {
-        "seeds": seeds,
-        "members": [str(r.parent) for r in runs],
-        "ensemble": "mean of the members' softmax probabilities",
-        "dev": {k: dev[k] for k in ("macro_f1", "micro_f1", "uar")},
-    }
-    tm = test_metrics(
-        f"{args.name}_ens{len(seeds)}", partition, command, y, probs["Test"].argmax(-1), extra
-    )
-    (out / "test_metrics.json").write_text(json.dumps(tm, indent=2))
-    np.savez(
-        out / "probs.npz", Test_probs=probs["Test"], Test_y=y, Test_names=loaded[0]["Test_names"]
-    )
-    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -173,11 +113,11 @@ def main(argv: list[str] | None = None) -> dict:
                     continue
                 train_one(args, part, seed, out, command)
     models = [f"{args.name}_s{s}" for s in seeds]
-    if len(seeds) > 1:
-        for part in parts:
-            ensemble(args, part, seeds, command)
-        models.append(f"{args.name}_ens{len(seeds)}")
     res = aggregate(args.runs, models, parts)
+    if len(seeds) > 1:
+        ens = f"{args.name}_ens{len(seeds)}"
+        members = [str(args.runs / m) for m in models]
+        res["models"] |= write_ensemble(ens, members, parts, args.runs, command)["models"]
     res["command"] = command
     if args.out_json:
         args.out_json.parent.mkdir(parents=True, exist_ok=True)

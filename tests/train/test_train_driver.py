@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import torch
 
+from emosdk.metrics import classification_report
+from train import LABELS
 from train.data import DATA_ROOT as DATA  # ../shared/data beside the checkout, or $EMOSDK_DATA
 from train.paper_models import MODELS, build_model
 
@@ -99,10 +101,15 @@ def test_smoke_every_model(name: str, smoke_run) -> None:
     m = json.loads((out / "test_metrics.json").read_text())
     conds = CONDITIONS.get(model.modalities, {"video_only"})
     assert set(m["conditions"]) == conds
-    for c, rep in m["conditions"].items():
-        assert METRIC_KEYS <= set(rep), c
-        assert rep["n"] == 6 and np.array(rep["confusion"]).sum() == 6
-        assert 0.0 <= rep["macro_f1"] <= 1.0
+    with np.load(out / "logits.npz") as z:  # per-clip logits for train.ensemble
+        assert len(z["Test_names"]) == len(z["Test_y"]) == 6
+        for c, rep in m["conditions"].items():
+            assert METRIC_KEYS <= set(rep), c
+            assert rep["n"] == 6 and np.array(rep["confusion"]).sum() == 6
+            assert 0.0 <= rep["macro_f1"] <= 1.0
+            assert z[f"Test_logits_{c}"].shape == (6, 6)
+            pred = z[f"Test_logits_{c}"].argmax(-1)
+            assert classification_report(z["Test_y"], pred, LABELS)["confusion"] == rep["confusion"]
     synthetic = model.modalities != "audio"
     assert m["synthetic_pairs"] is synthetic
     assert ("synthetic pairs" in m["note"]) is synthetic
