@@ -87,7 +87,7 @@ def write_ensemble(
 ) -> dict:  # fmt: skip
     """test_metrics.json (and probs.npz) of the ensemble for every partition where all members
     exist -> ``out_runs/name_pP``; returns train.sweep's aggregate over those partitions."""
-    done = []
+    done, dev_scores = [], []
     for part in partitions:
         if not all((Path(f"{m}_p{part}") / "logits.npz").is_file() for m in members):
             continue
@@ -98,11 +98,24 @@ def write_ensemble(
             "members": [f"{m}_p{part}" for m in members],
             "ensemble": f"mean of the members' softmax probabilities ({condition} logits)",
         }
+        try:  # the Development figure, on which ensembles are compared
+            _, y_dev, p_dev = ensemble_partition(members, part, condition, "Development")
+        except KeyError:
+            pass
+        else:
+            dev = classification_report(y_dev, p_dev.argmax(-1), LABELS)
+            extra["dev"] = {k: dev[k] for k in ("macro_f1", "micro_f1", "uar")}
+            dev_scores.append(extra["dev"])
         tm = audio_metrics(name, part, command, y, probs.argmax(-1), extra)
         (out / "test_metrics.json").write_text(json.dumps(tm, indent=2))
         np.savez(out / "probs.npz", Test_names=names, Test_y=y, Test_probs=probs)
         done.append(part)
-    return aggregate(out_runs, [name], done)
+    res = aggregate(out_runs, [name], done)
+    if done and len(dev_scores) == len(done):
+        res["models"][name]["development"] = {
+            k: float(np.mean([d[k] for d in dev_scores])) for k in ("macro_f1", "micro_f1")
+        }
+    return res
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -128,6 +141,8 @@ def main(argv: list[str] | None = None) -> dict:
         args.out_json.write_text(json.dumps(res, indent=2))
     r = res["models"][args.name]
     line = {"model": args.name, "partitions": r["partitions"]}
+    if "development" in r:
+        line |= {f"dev_{k}": round(v, 4) for k, v in r["development"].items()}
     for k in ("micro_f1", "macro_f1"):
         c = r["conditions"]["audio_only"][k]
         line |= {k: round(c["mean"], 4), f"{k}_std": round(c["std"], 4)}

@@ -148,7 +148,7 @@ class Config:
     limit: int = opt(0, "smoke run: N clips per split and N faces per class")
     max_steps: int = opt(0, "stop each stage after N batches")
     resume: bool = opt(False, "continue from OUT/last.pt")
-    evaluate_only: bool = opt(False, "only evaluate OUT/best.pt on Test (config from OUT)")
+    evaluate_only: bool = opt(False, "only evaluate OUT/best.pt (config from OUT)")
     progress: bool = opt(True, "tqdm progress bars")
 
 
@@ -985,6 +985,11 @@ def test_and_write(cfg: Config, model, data: Data, out: Path, dev, command: str,
     model.to(dev).eval()
     ev = eval_set(cfg, data, "Test")
     conds = conditions(model)
+    if "Development" in data.splits:  # Development logits too: ensembles are chosen on them
+        dev_ev, dev_logits = eval_set(cfg, data, "Development"), {}
+        evaluate(model, dev_ev, conds, dev, cfg.eval_batch, dev_logits)
+        names = data.splits["Development"].names
+        save_logits(out / "logits.npz", "Development", names, dev_ev.y, dev_logits)
     logits: dict[str, np.ndarray] = {}
     reports, _ = evaluate(model, ev, conds, dev, cfg.eval_batch, logits)
     save_logits(out / "logits.npz", "Test", data.splits["Test"].names, ev.y, logits)
@@ -1074,7 +1079,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if cfg.evaluate_only:
         ck = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
-        data = load_data(cfg, dist, ("Test",), {k: v.numpy() for k, v in ck["norm"].items()})
+        norm = {k: v.numpy() for k, v in ck["norm"].items()}
+        data = load_data(cfg, dist, ("Development", "Test"), norm)
         model = build(cfg, data.d_audio, data.d_video).to(dist.device)
         if dist.main:
             old = (

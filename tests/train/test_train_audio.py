@@ -76,6 +76,10 @@ def test_ensemble_of_a_driver_run_and_an_audio_encoder_run(tmp_path):
     mix = json.loads((runs / "mix_p2" / "test_metrics.json").read_text())
     expect = classification_report(z[0]["Test_y"], probs.argmax(-1), LABELS)
     assert mix["conditions"]["audio_only"]["confusion"] == expect["confusion"]
+    dev = np.mean([softmax(zz["Development_logits_audio_only"]) for zz in z], 0)
+    dev_expect = classification_report(z[0]["Development_y"], dev.argmax(-1), LABELS)
+    assert mix["dev"]["macro_f1"] == dev_expect["macro_f1"]
+    assert res["models"]["mix"]["development"]["macro_f1"] == dev_expect["macro_f1"]
     # a member over other clips is refused
     np.savez(
         runs / "uni_p2" / "logits.npz",
