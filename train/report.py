@@ -2,7 +2,7 @@
 
     python -m train.sweep --aggregate-only --models auxformer,vavl,unimodal_audio \\
         --runs RUNS --out-json docs/results/crema_sweep.json
-    python -m train.report docs/results/crema_sweep.json
+    python -m train.report docs/results/crema_sweep.json [more.json ...]
 
 Prints Markdown: (1) CREMA-D audio-only, micro-F1 and macro-F1, mean ± std over the partitions
 found, beside the papers' figures; (3) synthetic pairs, AV / audio-only / video-only; the
@@ -35,6 +35,9 @@ ROW_NAMES = {
     "parthasarathy": "Parthasarathy & Sundaram, tested audio-only (`parthasarathy`)",
     "auxformer_deploy": "AuxFormer deploy form, tested audio-only (`auxformer_deploy`)",
     "hussain": "Hussain et al., tested audio-only (`hussain`)",
+    "emosdk_audio_s0": "bundle's `AudioEncoder`, 25 epochs, seed 0 (`train_audio`)",
+    "emosdk_audio_s1": "bundle's `AudioEncoder`, 25 epochs, seed 1 (`train_audio`)",
+    "emosdk_audio_e40_s2": "bundle's `AudioEncoder`, 40 epochs, seed 2 (`train_audio`)",
 }
 
 
@@ -100,9 +103,14 @@ def masking_table(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("sweep_json", type=Path, help="written by python -m train.sweep")
+    p.add_argument(
+        "sweep_json", type=Path, nargs="+",
+        help="written by train.sweep, train.train_audio or train.ensemble (models merged in order)",
+    )  # fmt: skip
     args = p.parse_args(argv)
-    res = json.loads(args.sweep_json.read_text())
+    res = {"models": {}}
+    for path in args.sweep_json:
+        res["models"] |= json.loads(path.read_text())["models"]
     print("### CREMA-D, audio only (real audio)\n")
     print(audio_table(res))
     print("\n### Synthetic pairs: AV, audio only, video only\n")

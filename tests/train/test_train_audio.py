@@ -52,10 +52,10 @@ def test_train_audio_two_seeds_and_their_ensemble(tmp_path, capsys):
     assert again["models"] == res["models"]
 
 
-def test_ensemble_of_a_driver_run_and_an_audio_encoder_run(tmp_path):
+def test_ensemble_of_a_driver_run_and_an_audio_encoder_run(tmp_path, capsys):
     """train.ensemble mixes models: a train.train unimodal_audio run and a train_audio run on the
     same Test clips; the report is the argmax of their mean softmax."""
-    from train import ensemble
+    from train import ensemble, report
     from train.train import main as driver
 
     assert (DATA / "cremad").is_dir(), f"CREMA-D missing in {DATA}"
@@ -67,8 +67,9 @@ def test_ensemble_of_a_driver_run_and_an_audio_encoder_run(tmp_path):
     assert driver([*drv, "--out", str(runs / "uni_p2")]) == 0
     members = f"{runs}/emosdk_audio_s0,{runs}/uni"
     res = ensemble.main(
-        ["--members", members, "--name", "mix", "--out-runs", str(runs), "--partitions", "2,3"]
-    )
+        ["--members", members, "--name", "mix", "--out-runs", str(runs), "--partitions", "2,3",
+         "--out-json", str(tmp_path / "mix.json")]
+    )  # fmt: skip
     assert res["models"]["mix"]["partitions"] == [2]  # partition 3 has no runs: left out
     z = [np.load(runs / f"{m}_p2" / "logits.npz") for m in ("emosdk_audio_s0", "uni")]
     assert all(np.array_equal(z[0]["Test_names"], zz["Test_names"]) for zz in z)
@@ -80,6 +81,13 @@ def test_ensemble_of_a_driver_run_and_an_audio_encoder_run(tmp_path):
     dev_expect = classification_report(z[0]["Development_y"], dev.argmax(-1), LABELS)
     assert mix["dev"]["macro_f1"] == dev_expect["macro_f1"]
     assert res["models"]["mix"]["development"]["macro_f1"] == dev_expect["macro_f1"]
+    # the report merges the single runs and the ensemble into one audio table
+    single = tmp_path / "single.json"
+    main(["--runs", str(runs), *ARGS[:2], "--seeds", "0", *ARGS[4:], "--out-json", str(single)])
+    capsys.readouterr()
+    assert report.main([str(single), str(tmp_path / "mix.json")]) == 0
+    table = capsys.readouterr().out.split("### Synthetic pairs")[0]
+    assert "seed 0 (`train_audio`) | 2 |" in table and "| mix | 2 |" in table
     # a member over other clips is refused
     np.savez(
         runs / "uni_p2" / "logits.npz",
