@@ -58,8 +58,9 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def onnx_params(path: Path) -> int:
-    """Number of values in the graph's initializers (weights and normalisation statistics)."""
+def onnx_values(path: Path) -> int:
+    """Number of values in the graph's initializers: its weights after export (batch norms folded
+    into the convolutions, so a little under the torch module's parameter count)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     cache = Path(args.cache_dir) if args.cache_dir and not args.limit else None
     result = {
         "graph": str(graph),
-        "params": onnx_params(graph),
+        "graph_values": onnx_values(graph),
         "tta": {t: TTA[t] for t in ttas},
         "command": "python -m train.evaluate_face " + " ".join(argv or sys.argv[1:]),
         "splits": {},

@@ -38,6 +38,8 @@ ROW_NAMES = {
     "emosdk_audio_s0": "bundle's `AudioEncoder`, 25 epochs, seed 0 (`train_audio`)",
     "emosdk_audio_s1": "bundle's `AudioEncoder`, 25 epochs, seed 1 (`train_audio`)",
     "emosdk_audio_e40_s2": "bundle's `AudioEncoder`, 40 epochs, seed 2 (`train_audio`)",
+    "emosdk_audio_ens2": "ensemble of the two 25-epoch `AudioEncoder` seeds",
+    "audio_ensemble": "**best: ensemble of the three `AudioEncoder` runs + `unimodal_audio`**",
 }
 
 

@@ -45,7 +45,7 @@ def test_bundled_face_encoder_on_real_fer2013(tmp_path):
     pt = res["splits"]["PublicTest"]
     assert set(pt) == {"none", "flip", "10crop"}
     assert all(r["n"] == 6 * len(FER_CLASSES) for r in pt.values())
-    assert 800_000 < res["params"] < 5_000_000
+    assert 800_000 < res["graph_values"] < 5_000_000
     # "none" is the graph's own argmax on the same faces
     graph = load_model("default").graph_path("face_encoder")
     sess = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
