@@ -21,17 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from emosdk.fusion import softmax
 from emosdk.metrics import classification_report
 
 from . import LABELS
 from .sweep import aggregate
 
 REAL_AUDIO = "CREMA-D Test audio only (real data)"
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
 
 
 def audio_metrics(model: str, partition: int, command: str, y, pred, extra: dict) -> dict:
@@ -64,7 +60,7 @@ def member_probs(
         key = f"{split}_logits_{condition}"
         if key not in z.files:
             raise KeyError(f"{path} has no {key!r} (has {sorted(z.files)})")
-        return z[f"{split}_names"], z[f"{split}_y"], softmax(z[key].astype(np.float64))
+        return z[f"{split}_names"], z[f"{split}_y"], softmax(z[key])
 
 
 def ensemble_partition(

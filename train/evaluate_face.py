@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from emosdk.features.face import FaceParams
+from emosdk.fusion import softmax
 from emosdk.metrics import classification_report
 
 from . import FER_CLASSES
@@ -53,11 +54,6 @@ def face_views(x: np.ndarray, tta: str, shift: int = 2) -> list[np.ndarray]:
     return views + [v[..., ::-1] for v in views]
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
 def onnx_values(path: Path) -> int:
     """Number of values in the graph's initializers: its weights after export (batch norms folded
     into the convolutions, so a little under the torch module's parameter count)."""
@@ -75,7 +71,7 @@ def evaluate(session, x: np.ndarray, y: np.ndarray, tta: str, batch: int = 256) 
         for s in range(0, len(v), batch):
             xb = np.ascontiguousarray(v[s : s + batch], np.float32)
             logits = session.run(["face_logits"], {"face": xb})[0]
-            probs[s : s + batch] += softmax(logits.astype(np.float64))
+            probs[s : s + batch] += softmax(logits)
     return classification_report(y, (probs / len(views)).argmax(-1), FER_CLASSES)
 
 

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
+from emosdk.fusion import softmax
 from emosdk.metrics import classification_report
 from train import LABELS
 from train.data import DATA_ROOT as DATA
-from train.ensemble import softmax
 from train.train_audio import main
 
 ARGS = ["--partitions", "2", "--seeds", "0,1", "--limit", "16", "--max-steps", "2",
