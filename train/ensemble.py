@@ -114,6 +114,19 @@ def write_ensemble(
     return res
 
 
+def summary_line(name: str, r: dict) -> str:
+    """One JSON line of an aggregated model: audio-only micro-/macro-F1 mean, std and values
+    over the partitions (and the Development means, when known)."""
+    line = {"model": name, "partitions": r["partitions"]}
+    if "development" in r:
+        line |= {f"dev_{k}": round(v, 4) for k, v in r["development"].items()}
+    for k in ("micro_f1", "macro_f1"):
+        c = r["conditions"]["audio_only"][k]
+        line |= {k: round(c["mean"], 4), f"{k}_std": round(c["std"], 4)}
+        line[f"{k}_values"] = [round(v, 4) for v in c["values"]]
+    return json.dumps(line)
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--members", required=True, help="comma-separated run-folder prefixes")
@@ -135,15 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out_json:
         args.out_json.parent.mkdir(parents=True, exist_ok=True)
         args.out_json.write_text(json.dumps(res, indent=2))
-    r = res["models"][args.name]
-    line = {"model": args.name, "partitions": r["partitions"]}
-    if "development" in r:
-        line |= {f"dev_{k}": round(v, 4) for k, v in r["development"].items()}
-    for k in ("micro_f1", "macro_f1"):
-        c = r["conditions"]["audio_only"][k]
-        line |= {k: round(c["mean"], 4), f"{k}_std": round(c["std"], 4)}
-        line[f"{k}_values"] = [round(v, 4) for v in c["values"]]
-    print(json.dumps(line))
+    print(summary_line(args.name, res["models"][args.name]))
     return res
 
 

@@ -32,7 +32,7 @@ from emosdk.features.audio import LogMelParams
 from emosdk.models.bundle import StreamParams
 
 from . import data as D
-from .ensemble import audio_metrics, write_ensemble
+from .ensemble import audio_metrics, summary_line, write_ensemble
 from .sweep import aggregate
 from .train import save_logits
 from .train_seed import Config, audio_stage, log_json
@@ -123,19 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.out_json.parent.mkdir(parents=True, exist_ok=True)
         args.out_json.write_text(json.dumps(res, indent=2))
     for name, r in res["models"].items():
-        c = r["conditions"]["audio_only"]
-        print(
-            json.dumps(
-                {
-                    "model": name,
-                    "partitions": r["partitions"],
-                    "micro_f1": round(c["micro_f1"]["mean"], 4),
-                    "micro_f1_std": round(c["micro_f1"]["std"], 4),
-                    "macro_f1": round(c["macro_f1"]["mean"], 4),
-                    "macro_f1_std": round(c["macro_f1"]["std"], 4),
-                }
-            )
-        )
+        print(summary_line(name, r))
     return res
 
 
