@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emosdk.fusion import softmax
 from emosdk.metrics import classification_report
+from emosdk.scores import softmax
 
 from . import LABELS
 from .sweep import aggregate

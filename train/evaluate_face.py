@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from emosdk.features.face import FaceParams
-from emosdk.fusion import softmax
 from emosdk.metrics import classification_report
+from emosdk.scores import softmax
 
 from . import FER_CLASSES
 from . import data as D

@@ -14,22 +14,15 @@ import numpy as np
 
 from . import _validate
 from .backends import Backend, create_backend
+from .buffers import AudioBuffer, FrameBuffer, FrameEntry, step_mask
 from .capture.base import AudioChunk, HealthEvent, Source, Tick, VideoFrame
 from .config import RecognizerConfig
 from .errors import BackendUnavailableError, ConfigError, EmosdkError, InputError, ModelError
 from .features.audio import log_mel, resample
 from .features.face import normalize_face
-from .fusion import (
-    AudioBuffer,
-    Calibration,
-    FrameBuffer,
-    FrameEntry,
-    Smoother,
-    softmax,
-    step_mask,
-)
 from .models import load_model
 from .results import EmotionResult, Latency, Modality
+from .scores import Calibration, Smoother, softmax
 
 logger = logging.getLogger("emosdk")
 

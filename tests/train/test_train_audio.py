@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from emosdk.fusion import softmax
 from emosdk.metrics import classification_report
+from emosdk.scores import softmax
 from train import LABELS
 from train.data import DATA_ROOT as DATA
 from train.train_audio import main

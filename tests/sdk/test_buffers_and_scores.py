@@ -3,15 +3,8 @@
 import numpy as np
 import pytest
 
-from emosdk.fusion import (
-    AudioBuffer,
-    Calibration,
-    FrameBuffer,
-    FrameEntry,
-    Smoother,
-    softmax,
-    step_mask,
-)
+from emosdk.buffers import AudioBuffer, FrameBuffer, FrameEntry, step_mask
+from emosdk.scores import Calibration, Smoother, softmax
 
 
 def test_audio_buffer_places_samples_by_time_and_marks_gaps():
