@@ -279,7 +279,7 @@ def test_gpu_name_without_a_driver_is_unavailable():
     err, _ = cudart.cudaGetDeviceCount()
     if int(err) == 0:
         pytest.skip("a CUDA driver is present")
-    with pytest.raises(BackendUnavailableError, match="no usable CUDA GPU"):
+    with pytest.raises(BackendUnavailableError, match="no NVIDIA driver|driver supports CUDA"):
         ET.gpu_name()
 
 
@@ -305,41 +305,58 @@ def test_build_and_run_engines_match_onnxruntime(trt_gpu, fixture_bundle, tmp_pa
     from emosdk.backends.onnxruntime import OnnxRuntimeBackend
     from emosdk.backends.tensorrt import TensorRTBackend
     from emosdk.export.cli import random_inputs
+    from emosdk.export.quantize import fp16_bundle
 
     bundle_dir = tmp_path / "bundle"
     shutil.copytree(fixture_bundle, bundle_dir)
+    fp16_bundle(bundle_dir)  # TensorRT >= 10.12 builds fp16 engines from the fp16 graphs
     b = load_bundle(bundle_dir)
     cache = tmp_path / "cache"
     tol = 1e-3 if precision == "fp32" else 5e-2
     for role, spec in b.graphs.items():
         trt_b = TensorRTBackend(
-            b.graph_path(role), spec, precision=precision, cache_dir=cache, windows_s=(1.0, 6.0)
+            b.graph_path(role),
+            spec,
+            precision=precision,
+            cache_dir=cache,
+            windows_s=(1.0, 6.0),
+            batch=(1, 1, 4),
+            builder=ET.build_engine,
         )
         ort_b = OnnxRuntimeBackend(b.graph_path(role), spec)
-        for batch, w in [(1, 3.0), (1, 3.0), (1, 3.0), (4, 6.0), (2, 1.0)]:
+        # what the recognizer sends: one window at a time (the face encoder gets that window's
+        # crops, up to Tv = 30 at 6 s, the top of the face profile), repeated shapes for the
+        # CUDA graphs; then a batch of 4 six-second windows, 120 crops for the face encoder, which
+        # the backend runs as four batches of 30
+        for batch, w in [(1, 3.0), (1, 3.0), (1, 3.0), (1, 6.0), (1, 1.0), (2, 1.0), (4, 6.0)]:
             feeds = random_inputs(role, batch, w, b, 16, 16)
             feeds = dict(zip([t.name for t in spec.inputs], feeds))
             got, ref = trt_b.infer(feeds), ort_b.infer(feeds)
             for n in ref:
                 assert got[n].shape == ref[n].shape
                 assert np.abs(got[n] - ref[n]).max() < tol, (role, n, batch, w)
-        with pytest.raises(InputError, match="outside the engine's range"):
-            feeds = random_inputs(role, 1, 7.0, b, 16, 16)  # longer than any profile window
-            trt_b.infer(dict(zip([t.name for t in spec.inputs], feeds)))
+        if role != "face_encoder":  # a longer window has more steps/frames than any profile
+            with pytest.raises(InputError, match="outside the engine's range"):
+                feeds = random_inputs(role, 1, 7.0, b, 16, 16)
+                trt_b.infer(dict(zip([t.name for t in spec.inputs], feeds)))
         trt_b.close()
         ort_b.close()
     entries = ET.EngineCache(cache).entries()
     assert len(entries) == 3 and {h.precision for _, h in entries} == {precision}
-    # the second open uses the cache (no build)
+    # the second open uses the cache (no builder, no build)
     again = TensorRTBackend(
         b.graph_path("fusion"),
         b.graphs["fusion"],
         precision=precision,
         cache_dir=cache,
         windows_s=(1.0, 6.0),
-        build=False,
+        batch=(1, 1, 4),
     )
     again.close()
+    with pytest.raises(BackendUnavailableError, match="emosdk-export engine BUNDLE"):
+        TensorRTBackend(
+            b.graph_path("fusion"), b.graphs["fusion"], precision=precision, cache_dir=cache
+        )  # other windows: another engine, not built without a builder
 
 
 # ----- the backend's control flow, on a fake TensorRT and CUDA (no GPU here) -------------------
@@ -360,6 +377,9 @@ class _FakeCuda:
         self.capturing = None
         self.graphs: dict[int, list] = {}
         self.events: list[str] = []
+        self.fail: set[str] = set()  # names of calls that return cudaErrorUnknown (999)
+        self.sticky = 0  # the error cudaGetLastError reports (and clears)
+        self.count, self.driver, self.runtime = 1, 12060, 12060
         self.cudaMemcpyKind = types.SimpleNamespace(
             cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2
         )
@@ -373,6 +393,27 @@ class _FakeCuda:
     def cudaGetErrorString(self, err):  # noqa: N802
         return 0, b"fake error"
 
+    def _err(self, name):
+        if name in self.fail:
+            self.sticky = 999
+            return 999
+        return 0
+
+    def cudaGetLastError(self):  # noqa: N802
+        err, self.sticky = self.sticky, 0
+        return (err,)
+
+    def cudaGetDeviceCount(self):  # noqa: N802
+        if self.driver < self.runtime:
+            return 35, 0  # cudaErrorInsufficientDriver
+        return (0, self.count) if self.count else (100, 0)  # cudaErrorNoDevice
+
+    def cudaDriverGetVersion(self):  # noqa: N802
+        return 0, self.driver
+
+    def cudaRuntimeGetVersion(self):  # noqa: N802
+        return 0, self.runtime
+
     def cudaSetDevice(self, dev):  # noqa: N802
         return (0,)
 
@@ -380,7 +421,7 @@ class _FakeCuda:
         return 0, 7
 
     def cudaStreamSynchronize(self, s):  # noqa: N802
-        return (0,)
+        return (900,) if self.capturing is not None else (0,)  # a stream left capturing fails
 
     def cudaStreamDestroy(self, s):  # noqa: N802
         self.events.append("stream_destroy")
@@ -404,6 +445,8 @@ class _FakeCuda:
     def cudaMemcpyAsync(self, dst, src, count, kind, stream):  # noqa: N802
         import ctypes
 
+        if self.capturing is not None:
+            return (900,)  # cudaErrorStreamCaptureUnsupported: the stream was left capturing
         if kind == 1:
             base, buf = self._find(dst)
             buf[dst - base : dst - base + count] = ctypes.string_at(src, count)
@@ -413,6 +456,8 @@ class _FakeCuda:
         return (0,)
 
     def cudaStreamBeginCapture(self, s, mode):  # noqa: N802
+        if self._err("cudaStreamBeginCapture"):
+            return (999,)
         self.capturing = []
         return (0,)
 
@@ -422,10 +467,14 @@ class _FakeCuda:
         return 0, id(g)
 
     def cudaGraphInstantiate(self, g, flags):  # noqa: N802
+        if self._err("cudaGraphInstantiate"):
+            return 999, None
         self.events.append("capture")
         return 0, g
 
     def cudaGraphLaunch(self, exe, s):  # noqa: N802
+        if self._err("cudaGraphLaunch"):
+            return (999,)
         self.events.append("replay")
         for op in self.graphs[exe]:
             op()
@@ -479,6 +528,10 @@ def _fake_tensorrt(cuda):
                 buf_y[self.addr["y"] - by : self.addr["y"] - by + n] = (2 * x + 1).tobytes()
 
             if cuda.capturing is not None:
+                if "execute_in_capture" in cuda.fail:
+                    return False
+                if "execute_in_capture_raises" in cuda.fail:
+                    raise RuntimeError("enqueue failed")
                 cuda.capturing.append(run)
             else:
                 cuda.events.append("execute")
@@ -507,15 +560,44 @@ def _fake_tensorrt(cuda):
             return Context(self)
 
     class Runtime:
+        DLA_core = -1
+
         def __init__(self, logger):
             pass
 
         def deserialize_cuda_engine(self, blob):
-            assert blob == b"fake engine"
-            return Engine(([1, 2], [1, 4], [2, 8]))
+            if trt.needs_plugin and not registry.has():
+                return None  # TensorRT cannot find the plugin creator of a layer
+            cuda.events.append(f"deserialize dla={self.DLA_core}")
+            return Engine(trt.profile)
 
+    class Registry:
+        def __init__(self):
+            self.creators: set[tuple[str, str, str]] = set()
+            self.loaded: list[str] = []
+
+        def has(self):
+            return ("EmosdkMaskedAttention", "1", "") in self.creators
+
+        def get_creator(self, name, version, namespace=""):
+            return object() if (name, version, namespace) in self.creators else None
+
+        def load_library(self, path):
+            self.loaded.append(path)
+            if self.has():
+                return None  # TensorRT: the library's plugins are registered already
+            if open(path, "rb").read() == b"plugin library":
+                self.creators.add(("EmosdkMaskedAttention", "1", ""))
+                return object()
+            return None
+
+    registry = Registry()
     trt.Logger, trt.Runtime = Logger, Runtime
     trt.nptype = lambda t: np.float32
+    trt.profile = ([1, 2], [1, 4], [2, 8])
+    trt.needs_plugin = False
+    trt.get_plugin_registry = lambda: registry
+    trt.registry = registry
     return trt
 
 
@@ -566,6 +648,7 @@ def test_backend_logic_on_a_fake_gpu(fake_gpu, tmp_path):
         y = be.infer({"x": x})["y"]
         np.testing.assert_array_equal(y, 2 * x + 1)
     assert fake_gpu.events == [
+        "deserialize dla=-1",  # a GPU engine: the runtime's DLA core is left alone
         "execute",  # first call with these shapes
         "capture",  # first repeat: captured ...
         "replay",  # ... and replayed
@@ -575,7 +658,7 @@ def test_backend_logic_on_a_fake_gpu(fake_gpu, tmp_path):
         "execute",  # back to the first shapes: a plain enqueue again
     ]
     with pytest.raises(InputError, match="outside the engine's range"):
-        be.infer({"x": np.zeros((3, 4), np.float32)})
+        be.infer({"x": np.zeros((1, 9), np.float32)})  # T above the profile: no way to fit
     be.close()
     assert fake_gpu.mem == {} and "stream_destroy" in fake_gpu.events
 
@@ -592,3 +675,524 @@ def test_backend_refuses_an_engine_from_another_gpu(fake_gpu, tmp_path):
     with pytest.raises(ModelError, match="built for Orin.*this is Fake GPU"):
         TensorRTBackend(tmp_path / "g.onnx", spec, engine=engine)
     assert fake_gpu.mem == {}
+
+
+def _xy_spec():
+    from emosdk.models.bundle import GraphSpec, TensorSpec
+
+    return GraphSpec(
+        "fusion",
+        "g.onnx",
+        (TensorSpec("x", ("B", "T"), "float32"),),
+        (TensorSpec("y", ("B", "T"), "float32"),),
+    )
+
+
+def _xy_engine(tmp_path, profile=([1, 2], [1, 4], [2, 8]), **extra):
+    header = _header(
+        gpu_name="Fake GPU",
+        trt_version="10.99.0",
+        precision="fp16",
+        profiles={"x": [list(p) for p in profile]},
+        extra=extra,
+    )
+    return ET.write_engine(tmp_path / "g.engine", header, b"fake engine")
+
+
+# ----- point 4: a failed CUDA-graph capture falls back to plain enqueues -------------------------
+
+
+@pytest.mark.parametrize(
+    "failure",
+    ["cudaGraphInstantiate", "cudaStreamBeginCapture", "execute_in_capture", "cudaGraphLaunch"],
+)
+def test_failed_cuda_graph_falls_back_to_enqueue_for_those_shapes(fake_gpu, tmp_path, failure):
+    from emosdk.backends.tensorrt import TensorRTBackend
+
+    be = TensorRTBackend(tmp_path / "g.onnx", _xy_spec(), engine=_xy_engine(tmp_path))
+    fake_gpu.fail.add(failure)
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    for _ in range(4):  # every call answers, the first repeat tries a graph once
+        np.testing.assert_array_equal(be.infer({"x": x})["y"], 2 * x + 1)
+    assert fake_gpu.sticky == 0  # the error the failure left was cleared
+    assert fake_gpu.graphs == {}  # nothing captured is left behind (no leak)
+    assert "replay" not in fake_gpu.events
+    assert fake_gpu.events.count("execute") == 4
+    fake_gpu.fail.clear()
+    y = np.ones((1, 4), np.float32)  # other shapes still get their graph
+    for _ in range(3):
+        np.testing.assert_array_equal(be.infer({"x": y})["y"], 2 * y + 1)
+    assert fake_gpu.events[-4:] == ["execute", "capture", "replay", "replay"]
+    be.close()
+    assert fake_gpu.mem == {}
+
+
+def test_an_exception_inside_the_capture_leaves_the_stream_usable(fake_gpu, tmp_path):
+    from emosdk.backends.tensorrt import TensorRTBackend
+
+    be = TensorRTBackend(tmp_path / "g.onnx", _xy_spec(), engine=_xy_engine(tmp_path))
+    fake_gpu.fail.add("execute_in_capture_raises")
+    x = np.ones((1, 4), np.float32)
+    for _ in range(3):
+        np.testing.assert_array_equal(be.infer({"x": x})["y"], 2 * x + 1)
+    assert fake_gpu.capturing is None  # the capture was ended; copies on the stream work
+    be.close()
+
+
+# ----- point 2: batches outside the profile's batch range --------------------------------------
+
+
+def test_batch_plan_splits_and_pads_only_the_batch_axis():
+    profiles = {"x": [[1, 2], [1, 4], [4, 8]], "m": [[1, 2], [1, 4], [4, 8]]}
+    assert ET.batch_plan(profiles, {"x": (3, 4), "m": (3, 4)}) is None  # fits as it is
+    assert ET.batch_plan(profiles, {"x": (9, 4), "m": (9, 4)}) == [(0, 4, 0), (4, 8, 0), (8, 9, 0)]
+    assert ET.batch_plan(profiles, {"x": (9, 9), "m": (9, 9)}) is None  # T is out of range too
+    assert ET.batch_plan(profiles, {"x": (9, 4), "m": (8, 4)}) is None  # inputs disagree on B
+    static = {"x": [[2, 4], [2, 4], [2, 4]]}
+    assert ET.batch_plan(static, {"x": (5, 4)}) == [(0, 2, 0), (2, 4, 0), (4, 5, 1)]
+    assert ET.batch_plan(static, {"x": (1, 4)}) == [(0, 1, 1)]
+    # the bundle's face profile tops out at Tv of the longest window: 4 windows of 6 s = 120 crops
+    dims = ET.profile_dims(LogMelParams(), StreamParams(), windows_s=(1.0, 6.0), batch=(1, 1, 4))
+    face = {"face": [[dims["B_face"][i], 1, 48, 48] for i in range(3)]}
+    assert [stop - start for start, stop, _ in ET.batch_plan(face, {"face": (120, 1, 48, 48)})] == [
+        30
+    ] * 4
+
+
+def test_backend_runs_a_batch_above_the_profile_as_several(fake_gpu, tmp_path):
+    from emosdk.backends.tensorrt import TensorRTBackend
+
+    be = TensorRTBackend(tmp_path / "g.onnx", _xy_spec(), engine=_xy_engine(tmp_path))
+    x = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
+    np.testing.assert_array_equal(be.infer({"x": x})["y"], 2 * x + 1)
+    assert fake_gpu.events.count("execute") == 2  # rows 0-1, 2-3 as one shape; 4 alone
+    be.close()
+
+
+def test_backend_pads_a_batch_below_a_static_profile(fake_gpu, tmp_path):
+    from emosdk.backends.tensorrt import TensorRTBackend
+
+    sys_trt = __import__("sys").modules["tensorrt"]
+    sys_trt.profile = ([2, 4], [2, 4], [2, 4])
+    engine = _xy_engine(tmp_path, profile=([2, 4], [2, 4], [2, 4]), dla_core=1)
+    be = TensorRTBackend(tmp_path / "g.onnx", _xy_spec(), engine=engine)
+    assert "DLA core 1" in be.device
+    assert fake_gpu.events[0] == "deserialize dla=1"  # IRuntime.DLA_core set before deserialising
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(be.infer({"x": x})["y"], 2 * x + 1)  # runs of 2 and 1+1 pad
+    be.close()
+
+
+# ----- point 6: DLA engines are static and keyed apart ----------------------------------------
+
+
+def test_dla_profiles_are_static_and_the_cache_keys_them_apart(fixture_bundle, tmp_path):
+    b = load_bundle(fixture_bundle)
+    spec = b.graphs["fusion"]
+    gpu = ET.engine_profiles(spec, b.audio, b.stream, windows_s=(1.0, 6.0))
+    dla = ET.engine_profiles(spec, b.audio, b.stream, windows_s=(1.0, 6.0), dla_core=0)
+    assert not ET.is_static(gpu) and ET.is_static(dla)
+    assert dla["video_mask"] == ((1, 15), (1, 15), (1, 15))  # the bundle's 3 s window, batch 1
+    face = ET.engine_profiles(b.graphs["face_encoder"], b.audio, b.stream, dla_core=0)
+    assert face["face"][0] == face["face"][2] == (15, 1, 48, 48)  # one window's faces
+    variants = {
+        ET.engine_variant(gpu),
+        ET.engine_variant(dla, dla_core=0),
+        ET.engine_variant(dla, dla_core=1),
+        ET.engine_variant(gpu, workspace=2 << 30),
+    }
+    keys = {ET.EngineCache.key(SHA, "Orin", "10.3.0", "fp16", v) for v in variants}
+    assert len(keys) == 4
+    # a GPU engine in a DLA engine's place is not used
+    cache = ET.EngineCache(tmp_path)
+    v = ET.engine_variant(dla, dla_core=0)
+    key = (SHA, "Orin (nvgpu)", "10.3.0", "fp16", v)
+    ET.write_engine(cache.path(*key), _header(extra={"dla_core": None}), b"x")
+    assert cache.lookup(*key, dla_core=0) is None
+    ET.write_engine(cache.path(*key), _header(extra={"dla_core": 0}), b"x")
+    assert cache.lookup(*key, dla_core=0) == cache.path(*key)
+
+
+def test_dla_build_refuses_a_dynamic_profile_before_tensorrt(fixture_bundle, tmp_path):
+    b = load_bundle(fixture_bundle)
+    dynamic = ET.engine_profiles(b.graphs["fusion"], b.audio, b.stream)
+    with pytest.raises(ValueError, match="static shapes"):
+        ET.build_engine(
+            b.graph_path("fusion"), tmp_path / "x", dynamic, precision="fp16", dla_core=0
+        )
+
+
+# ----- point 1: cuda-python in either spelling, and a driver older than its runtime -------------
+
+
+def _install_cudart(monkeypatch, cuda, spelling):
+    import sys
+    import types
+
+    mod = types.ModuleType("cudart")
+    for name in dir(cuda):
+        if name.startswith("cuda"):
+            setattr(mod, name, getattr(cuda, name))
+    pkg = types.ModuleType("cuda")
+    for m in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart"):
+        monkeypatch.delitem(sys.modules, m, raising=False)
+    monkeypatch.setitem(sys.modules, "cuda", pkg)
+    if spelling == "bindings":
+        bindings = types.ModuleType("cuda.bindings")
+        bindings.runtime = mod
+        pkg.bindings = bindings
+        monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
+        monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", mod)
+    elif spelling == "cudart":  # cuda-python 12.x before cuda.bindings (TensorRT 10.3 samples)
+        pkg.cudart = mod
+        monkeypatch.setitem(sys.modules, "cuda.cudart", mod)
+    return mod
+
+
+@pytest.mark.parametrize("spelling", ["bindings", "cudart"])
+def test_cuda_python_imports_in_either_spelling(monkeypatch, spelling):
+    cuda = _FakeCuda()
+    mod = _install_cudart(monkeypatch, cuda, spelling)
+    assert ET.import_cudart() is mod
+    assert ET.gpu_name() == "Fake GPU"
+
+
+def test_without_cuda_python_the_error_gives_the_pins(monkeypatch):
+    _install_cudart(monkeypatch, _FakeCuda(), "neither")
+    with pytest.raises(BackendUnavailableError) as e:
+        ET.import_cudart()
+    assert "cuda-python>=12.6.1,<13" in str(e.value) and "cuda.cudart" in str(e.value)
+
+
+def test_cuda_13_runtime_on_a_cuda_12_driver_says_so(monkeypatch):
+    cuda = _FakeCuda()
+    cuda.driver, cuda.runtime = 12060, 13040  # JetPack 6 driver, cuda-python 13
+    _install_cudart(monkeypatch, cuda, "bindings")
+    with pytest.raises(BackendUnavailableError) as e:
+        ET.gpu_name()
+    msg = str(e.value)
+    assert "supports CUDA 12.6" in msg and "CUDA 13.4 runtime" in msg
+    assert "cuda-python>=12.6.1,<13" in msg
+    cuda.driver = 0
+    with pytest.raises(BackendUnavailableError, match="no NVIDIA driver"):
+        ET.gpu_name()
+    cuda.driver, cuda.runtime, cuda.count = 12060, 12060, 0
+    with pytest.raises(BackendUnavailableError, match="no usable CUDA GPU"):
+        ET.gpu_name()
+    cuda.count = 1
+    with pytest.raises(BackendUnavailableError, match="device 3 does not exist"):
+        ET.gpu_name(3)
+
+
+# ----- point 7: the plugin library is loaded where plugin graphs are built or deserialised -----
+
+
+def _plugin_onnx(path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 1, 4, 16]) for n in "qkv"]
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 1, 4, 16])
+    node = helper.make_node(
+        "EmosdkMaskedAttention", ["q", "k", "v"], ["out"], domain="trt.plugins", scale=0.25
+    )
+    graph = helper.make_graph([node], "g", x, [out])
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+@pytest.fixture
+def plugin_library(tmp_path, monkeypatch):
+    from emosdk import native
+
+    d = tmp_path / "native"
+    d.mkdir()
+    (d / "libemosdk_trt_plugin.so").write_bytes(b"plugin library")
+    monkeypatch.setenv("EMOSDK_NATIVE_DIR", str(d))
+    native.reset()
+    yield d / "libemosdk_trt_plugin.so"
+    native.reset()
+
+
+def test_plugin_graphs_are_recognised_without_onnx(tmp_path, fixture_bundle):
+    assert ET.onnx_uses_plugin(_plugin_onnx(tmp_path / "p.onnx"))
+    b = load_bundle(fixture_bundle)
+    assert not any(ET.onnx_uses_plugin(b.graph_path(r)) for r in b.graphs)  # shipped: standard ops
+
+
+def test_plugin_library_is_loaded_once(fake_gpu, plugin_library):
+    import sys
+
+    trt = sys.modules["tensorrt"]
+    assert ET.load_trt_plugin(trt) == plugin_library
+    assert ET.load_trt_plugin(trt) is None  # already registered: not loaded again
+    assert trt.registry.loaded == [str(plugin_library)]
+
+
+def test_plugin_library_registered_elsewhere_is_not_an_error(fake_gpu, plugin_library):
+    import sys
+
+    trt = sys.modules["tensorrt"]
+    trt.registry.creators.add(("EmosdkMaskedAttention", "1", ""))  # e.g. trtexec --dynamicPlugins
+    assert ET.load_trt_plugin(trt) is None and trt.registry.loaded == []
+
+
+def test_missing_or_broken_plugin_library_says_how_to_build_it(fake_gpu, plugin_library):
+    import sys
+
+    from emosdk import native
+
+    trt = sys.modules["tensorrt"]
+    plugin_library.write_bytes(b"built for another TensorRT")
+    with pytest.raises(BackendUnavailableError, match="could not load the plugin library"):
+        ET.load_trt_plugin(trt)
+    plugin_library.unlink()
+    native.reset()
+    with pytest.raises(BackendUnavailableError, match="NvInfer.h"):
+        ET.load_trt_plugin(trt)
+
+
+def test_backend_loads_the_plugin_for_an_engine_that_needs_it(fake_gpu, plugin_library, tmp_path):
+    import sys
+
+    from emosdk.backends.tensorrt import TensorRTBackend
+
+    trt = sys.modules["tensorrt"]
+    trt.needs_plugin = True
+    engine = _xy_engine(tmp_path, plugins=["EmosdkMaskedAttention"])
+    be = TensorRTBackend(tmp_path / "g.onnx", _xy_spec(), engine=engine)
+    assert trt.registry.loaded == [str(plugin_library)]
+    be.close()
+    plain = _xy_engine(tmp_path)  # an engine built without the plugin recorded: TensorRT says no
+    trt.registry.creators.clear()
+    from emosdk.errors import ModelError
+
+    with pytest.raises(ModelError, match="cannot deserialize"):
+        TensorRTBackend(tmp_path / "g.onnx", _xy_spec(), engine=plain)
+
+
+# ----- the builder on a fake TensorRT: typing by version (point 8), plugin graphs (point 7) -----
+
+
+def _add_fake_builder(trt, version):
+    """A TensorRT builder stand-in whose 'engine' is a JSON record of what it was asked for."""
+    import json
+    import types
+
+    import onnx
+
+    trt.__version__ = version
+    major = int(version.split(".")[0])
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0, STRONGLY_TYPED=5)
+    flags = {"TF32": "TF32", "GPU_FALLBACK": "GPU_FALLBACK"}
+    if major < 11:  # BuilderFlag.FP16 / INT8 are gone in TensorRT 11
+        flags |= {"FP16": "FP16", "INT8": "INT8"}
+    trt.BuilderFlag = types.SimpleNamespace(**flags)
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+    trt.DeviceType = types.SimpleNamespace(GPU="GPU", DLA="DLA")
+
+    class Network:
+        def __init__(self, flags):
+            self.flags, self.inputs = flags, []
+
+        @property
+        def num_inputs(self):
+            return len(self.inputs)
+
+        def get_input(self, i):
+            return types.SimpleNamespace(name=self.inputs[i])
+
+    class Parser:
+        def __init__(self, network, logger):
+            self.network, self.errors = network, []
+
+        def parse_from_file(self, path):
+            data = open(path, "rb").read()
+            if b"EmosdkMaskedAttention" in data and not trt.registry.has():
+                self.errors = ["Plugin not found: EmosdkMaskedAttention"]
+                return False
+            self.network.inputs = [i.name for i in onnx.load(path).graph.input]
+            return True
+
+        @property
+        def num_errors(self):
+            return len(self.errors)
+
+        def get_error(self, i):
+            return self.errors[i]
+
+    class Config:
+        def __init__(self):
+            self.flags, self.default_device_type, self.DLA_core, self.profiles = (
+                set(),
+                "GPU",
+                -1,
+                [],
+            )
+
+        def set_memory_pool_limit(self, pool, size):
+            self.workspace = size
+
+        def set_flag(self, f):
+            self.flags.add(f)
+
+        def clear_flag(self, f):
+            self.flags.discard(f)
+
+        def add_optimization_profile(self, p):
+            self.profiles.append(p)
+
+        def create_timing_cache(self, blob):
+            return blob
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            return True
+
+        def get_timing_cache(self):
+            return types.SimpleNamespace(serialize=lambda: b"timing")
+
+    class Profile(dict):
+        def set_shape(self, name, lo, mid, hi):
+            self[name] = [list(lo), list(mid), list(hi)]
+
+    class Builder:
+        platform_has_fast_fp16 = True
+        num_DLA_cores = 2  # noqa: N815 - TensorRT's name
+
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            return Network(flags)
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            record = {
+                "strongly_typed": bool(network.flags & (1 << 5)),
+                "flags": sorted(config.flags),
+                "device": config.default_device_type,
+                "dla_core": config.DLA_core,
+                "profiles": config.profiles,
+            }
+            return json.dumps(record).encode()
+
+    class IProgressMonitor:
+        def __init__(self):
+            pass
+
+    trt.Builder, trt.OnnxParser, trt.IProgressMonitor = Builder, Parser, IProgressMonitor
+    return trt
+
+
+def _fp16_copy(src, dst):
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dst))
+    return dst
+
+
+def _built(path):
+    import json
+
+    header, blob = ET.read_engine(path)
+    return header, json.loads(blob)
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "10.13.0.35", "11.1.0"])
+def test_builder_precision_by_tensorrt_version(fake_gpu, fixture_bundle, tmp_path, version):
+    import sys
+
+    trt = _add_fake_builder(sys.modules["tensorrt"], version)
+    b = load_bundle(fixture_bundle)
+    src = b.graph_path("fusion")
+    profiles = ET.engine_profiles(b.graphs["fusion"], b.audio, b.stream, windows_s=(1.0, 6.0))
+    strong = version != "10.3.0"
+    assert ET.strongly_typed(trt) is strong
+    if strong:  # BuilderFlag.FP16 deprecated (10.12) or gone (11): fp16 comes from the graph
+        with pytest.raises(ValueError, match="fp16 engine needs an fp16 graph"):
+            ET.build_engine(src, tmp_path / "x.engine", profiles, precision="fp16")
+        src = _fp16_copy(src, tmp_path / "fusion.fp16.onnx")
+    header, built = _built(ET.build_engine(src, tmp_path / "x.engine", profiles, precision="fp16"))
+    assert built["strongly_typed"] is strong
+    assert built["flags"] == ([] if strong else ["FP16"])
+    assert header.extra["typing"] == ("strong" if strong else "flags")
+    assert built["profiles"] == [{k: [list(s) for s in v] for k, v in profiles.items()}]
+    header, built = _built(
+        ET.build_engine(b.graph_path("fusion"), tmp_path / "y.engine", profiles, precision="fp32")
+    )
+    assert "TF32" not in built["flags"] and header.precision == "fp32"
+
+
+def test_builder_dla_engine_is_static_and_recorded(fake_gpu, fixture_bundle, tmp_path):
+    import sys
+
+    _add_fake_builder(sys.modules["tensorrt"], "10.3.0")
+    b = load_bundle(fixture_bundle)
+    static = ET.engine_profiles(b.graphs["fusion"], b.audio, b.stream, dla_core=1)
+    out = ET.build_engine(
+        b.graph_path("fusion"), tmp_path / "d.engine", static, precision="fp16", dla_core=1
+    )
+    header, built = _built(out)
+    assert (built["device"], built["dla_core"]) == ("DLA", 1)
+    assert sorted(built["flags"]) == ["FP16", "GPU_FALLBACK"]
+    assert header.dla_core == 1
+    with pytest.raises(ValueError, match="this device has 2"):
+        ET.build_engine(
+            b.graph_path("fusion"), tmp_path / "e", static, precision="fp16", dla_core=2
+        )
+
+
+def test_builder_loads_the_plugin_before_parsing(fake_gpu, plugin_library, tmp_path):
+    import sys
+
+    trt = _add_fake_builder(sys.modules["tensorrt"], "10.3.0")
+    onnx_path = _plugin_onnx(tmp_path / "attn.onnx")
+    profiles = {n: [[1, 1, 4, 16]] * 3 for n in "qkv"}
+    header, _ = _built(ET.build_engine(onnx_path, tmp_path / "a.engine", profiles))
+    assert header.plugins == ("EmosdkMaskedAttention",)
+    assert trt.registry.loaded == [str(plugin_library)]
+    ET.build_engine(onnx_path, tmp_path / "b.engine", profiles)  # idempotent: loaded once
+    assert trt.registry.loaded == [str(plugin_library)]
+
+
+def test_builder_without_the_plugin_library_says_how_to_build_it(fake_gpu, tmp_path, monkeypatch):
+    import sys
+
+    from emosdk import native
+
+    _add_fake_builder(sys.modules["tensorrt"], "10.3.0")
+    monkeypatch.setenv("EMOSDK_NATIVE_DIR", str(tmp_path / "none"))
+    monkeypatch.setattr(native, "PACKAGE_NATIVE_DIR", tmp_path / "none")
+    onnx_path = _plugin_onnx(tmp_path / "attn.onnx")
+    with pytest.raises(BackendUnavailableError, match="EmosdkMaskedAttention is unavailable"):
+        ET.build_engine(onnx_path, tmp_path / "a.engine", {n: [[1, 1, 4, 16]] * 3 for n in "qkv"})
+
+
+def test_engine_for_builds_once_then_the_backend_finds_it(fake_gpu, fixture_bundle, tmp_path):
+    """The CLI's engine_for and the backend agree on the cache key; no builder: clear error."""
+    import sys
+
+    from emosdk.backends.tensorrt import TensorRTBackend
+
+    _add_fake_builder(sys.modules["tensorrt"], "10.3.0")
+    b = load_bundle(fixture_bundle)
+    spec, src = b.graphs["fusion"], b.graph_path("fusion")
+    cache = ET.EngineCache(tmp_path / "cache")
+    with pytest.raises(BackendUnavailableError, match="emosdk-export engine BUNDLE"):
+        ET.engine_for(src, spec, b.audio, b.stream, precision="fp16", cache=cache, build=False)
+    built = ET.engine_for(src, spec, b.audio, b.stream, precision="fp16", cache=cache)
+    again = ET.find_engine(src, spec, b.audio, b.stream, precision="fp16", cache=cache)
+    assert again == built and len(cache.entries()) == 1
+    with pytest.raises(BackendUnavailableError, match="no cached fp16 TensorRT engine"):
+        ET.find_engine(src, spec, b.audio, b.stream, precision="fp16", cache=cache, dla_core=0)
+    # the backend's lookup lands on the same file: it opens it and finds the fake engine's x/y
+    from emosdk.errors import ModelError
+
+    with pytest.raises(ModelError, match="declares inputs"):
+        TensorRTBackend(src, spec, precision="fp16", cache_dir=cache.root)

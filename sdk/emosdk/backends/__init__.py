@@ -13,15 +13,10 @@ from pathlib import Path
 from ..errors import BackendUnavailableError, ConfigError
 from ..models.bundle import GraphSpec
 from .base import Backend, check_feeds
-from .onnxruntime import OnnxRuntimeBackend
+from .engines import TENSORRT_HINT
+from .onnxruntime import FP16_HINT, GPU_PROVIDERS, OnnxRuntimeBackend
 
 logger = logging.getLogger("emosdk")
-
-TENSORRT_HINT = (
-    "TensorRT is not importable here. On a Jetson install JetPack (it provides the `tensorrt` "
-    "Python package); on a desktop GPU install NVIDIA's TensorRT wheel for your CUDA version "
-    "(pip install tensorrt-cu12, which downloads from NVIDIA's index) and cuda-python."
-)
 
 
 @dataclass(frozen=True)
@@ -51,20 +46,20 @@ def _probe_onnxruntime() -> BackendStatus:
 
 
 def _probe_tensorrt() -> BackendStatus:
+    from .engines import cuda_unavailable_reason, import_cudart
+
     try:
         import tensorrt as trt
     except Exception as e:
         return BackendStatus("tensorrt", False, (), f"{TENSORRT_HINT} ({type(e).__name__}: {e})")
     try:
-        from cuda.bindings import runtime as cudart
-    except Exception as e:
-        return BackendStatus("tensorrt", False, (), f"pip install cuda-python ({e})")
-    try:
-        err, count = cudart.cudaGetDeviceCount()
-    except Exception as e:
-        return BackendStatus("tensorrt", False, (), f"no CUDA driver ({e})")
-    if int(err) != 0 or not count:
-        return BackendStatus("tensorrt", False, (), f"no CUDA GPU (cudaGetDeviceCount: {err})")
+        cudart = import_cudart()
+    except BackendUnavailableError as e:
+        return BackendStatus("tensorrt", False, (), str(e))
+    why = cuda_unavailable_reason(cudart)
+    if why is not None:
+        return BackendStatus("tensorrt", False, (), why)
+    count = int(cudart.cudaGetDeviceCount()[1])
     devices = tuple(f"cuda:{i}" for i in range(count))
     return BackendStatus("tensorrt", True, devices, f"tensorrt {trt.__version__}")
 
@@ -102,13 +97,16 @@ def create_backend(
     if backend not in ("auto", "onnxruntime"):
         raise ConfigError(f"backend: expected 'auto', 'onnxruntime' or 'tensorrt', got {backend!r}")
     if precision == "fp16":
+        # fp16 graphs are for NVIDIA GPUs: ONNX Runtime's CUDA provider (onnxruntime-gpu), or its
+        # TensorRT provider. On a CPU they run, slower than fp32, only when asked for by name
+        # (providers=("CPUExecutionProvider",)): that is how their accuracy is checked.
         import onnxruntime as ort
 
-        if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        available = ort.get_available_providers()
+        if providers is None and not set(GPU_PROVIDERS) & set(available):
             raise BackendUnavailableError(
-                "precision='fp16' needs a GPU: ONNX Runtime's TensorRT provider is not available "
-                f"here (providers: {ort.get_available_providers()}). Install onnxruntime-gpu with "
-                "TensorRT, or use precision='fp32' (CPU) or 'int8'."
+                f"precision='fp16' needs an NVIDIA GPU through ONNX Runtime's CUDA or TensorRT "
+                f"provider; this onnxruntime has {available}. {FP16_HINT}"
             )
     return OnnxRuntimeBackend(
         path,

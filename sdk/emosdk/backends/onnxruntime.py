@@ -1,4 +1,10 @@
-"""ONNX Runtime backend: provider chain TensorRT -> CUDA -> CPU among those installed."""
+"""ONNX Runtime backend: provider chain TensorRT -> CUDA -> CPU among those installed.
+
+fp16 graphs (the bundle's ``fp16`` variant) run on ONNX Runtime's CUDA provider on any NVIDIA GPU
+(``onnxruntime-gpu``), or on its TensorRT provider; on a CPU only when
+``providers=("CPUExecutionProvider",)`` asks for it by name (slower than fp32: for checking the
+graphs, as ``emosdk-export fp16`` does).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,14 @@ from .base import Backend
 logger = logging.getLogger("emosdk")
 
 PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+FP16_HINT = (
+    "Install onnxruntime-gpu in place of onnxruntime (x86-64 or SBSA with an NVIDIA driver: "
+    "`pip uninstall onnxruntime && pip install 'onnxruntime-gpu[cuda,cudnn]'`, which brings "
+    "the CUDA and cuDNN libraries from the package index; on a Jetson, the onnxruntime-gpu wheel "
+    "built for your JetPack), or use precision='fp32' or 'int8' on this CPU. To check fp16 graphs "
+    "on a CPU, ask for it: providers=('CPUExecutionProvider',)."
+)
 
 
 def provider_chain(
@@ -58,6 +72,21 @@ def provider_chain(
     return out
 
 
+_preloaded = False
+
+
+def _preload_cuda(ort: object) -> None:
+    """Load the CUDA and cuDNN libraries of the nvidia-* wheels once (onnxruntime-gpu >= 1.21)."""
+    global _preloaded
+    if _preloaded:
+        return
+    _preloaded = True
+    try:
+        ort.preload_dlls()  # type: ignore[attr-defined]
+    except Exception as e:  # the provider then finds the system's libraries, or says it cannot
+        logger.debug("onnxruntime.preload_dlls() failed: %s", e)
+
+
 class OnnxRuntimeBackend(Backend):
     """One ONNX graph in an ``onnxruntime.InferenceSession``.
 
@@ -90,11 +119,24 @@ class OnnxRuntimeBackend(Backend):
         # the cores busy while the next session wants them (measured: a 3 s window took 18 ms
         # with spinning, 9 ms without, on 2 cores; benchmarks/README.md).
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        names = [c if isinstance(c, str) else c[0] for c in chain]
+        if "CUDAExecutionProvider" in names and hasattr(ort, "preload_dlls"):
+            _preload_cuda(ort)
         try:
             self._session = ort.InferenceSession(str(self.path), sess_options=so, providers=chain)
         except Exception as e:
             raise ModelError(f"{self.path}: ONNX Runtime cannot load this graph: {e}") from e
-        self.device = self._session.get_providers()[0]
+        running = self._session.get_providers()
+        if precision == "fp16" and set(GPU_PROVIDERS) & set(names):
+            if not set(GPU_PROVIDERS) & set(running):
+                # ONNX Runtime falls back to the CPU with only a log line when the CUDA provider
+                # cannot start (a missing libcudnn or libcublas, a driver too old)
+                raise BackendUnavailableError(
+                    f"{self.path}: precision='fp16' asked for {names[0]}, but ONNX Runtime could "
+                    f"not start it and would run on {running}: the CUDA libraries it needs are "
+                    f"missing or do not match the driver. {FP16_HINT}"
+                )
+        self.device = running[0]
         logger.info(
             "%s: %s on %s (chain %s)",
             self.spec.role,

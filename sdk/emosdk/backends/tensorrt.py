@@ -1,24 +1,35 @@
 """TensorRT backend: a cached engine, cuda-python device buffers, one CUDA stream, CUDA graphs.
 
 ``tensorrt`` and ``cuda`` are imported inside :meth:`TensorRTBackend._load`; without them the
-backend raises :class:`~emosdk.errors.BackendUnavailableError` naming what to install.
+backend raises :class:`~emosdk.errors.BackendUnavailableError` naming what to install. The
+backend runs engines; it does not build them (that is ``emosdk.export.tensorrt``, which the
+runtime never imports): ``emosdk-export engine BUNDLE`` fills the engine cache, or a builder is
+passed in.
 
 Options: ``precision`` (``fp32``/``fp16``/``int8``), ``engine`` (an engine file to use as is),
 ``cache_dir`` (engine cache folder, default ``$EMOSDK_ENGINE_CACHE`` or
-``~/.cache/emosdk/engines``), ``build`` (build a missing engine, default True: minutes on a
-Jetson), ``windows_s`` and ``batch`` (the shapes the engine accepts), ``cuda_graphs`` (capture
-and replay a CUDA graph when the input shapes repeat, default True), ``device`` (CUDA device).
+``~/.cache/emosdk/engines``), ``build`` (build a missing engine with ``builder``, default True),
+``builder`` (e.g. ``emosdk.export.tensorrt.build_engine``; without one a missing engine is a
+:class:`~emosdk.errors.BackendUnavailableError` that gives the ``emosdk-export engine`` command),
+``windows_s`` and ``batch`` (the shapes the engine accepts), ``workspace`` (builder workspace,
+bytes), ``dla_core`` (a DLA engine, Jetson AGX/NX Orin), ``cuda_graphs`` (capture and replay a
+CUDA graph when the input shapes repeat, default True), ``device`` (CUDA device).
+
+A batch outside the engine's batch range is run as several batches that fit (every graph of a
+bundle computes each row on its own), so a window's faces never exceed the profile.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import BackendError, BackendUnavailableError, InputError, ModelError
+from . import engines as E
 from .base import Backend
 
 logger = logging.getLogger("emosdk")
@@ -30,15 +41,14 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def _load(self) -> None:
-        from emosdk.export import tensorrt as ET
-
-        trt = ET.import_tensorrt()
-        cudart = ET.import_cudart()
+        trt = E.import_tensorrt()
+        cudart = E.import_cudart()
         self._trt, self._cudart = trt, cudart
         self._stream = None
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
         self._graph: tuple[Any, Any] | None = None  # (graph, graph exec) of _last_key
         self._last_key: tuple | None = None
+        self._no_graph: set[tuple] = set()  # shapes whose capture failed: plain enqueue
         try:
             self._open()
         except BaseException:
@@ -46,16 +56,14 @@ class TensorRTBackend(Backend):
             raise
 
     def _open(self) -> None:
-        from emosdk.export import tensorrt as ET
-
         trt, cudart = self._trt, self._cudart
         precision = str(self.options.get("precision", "fp32"))
         device = int(self.options.get("device", 0) or 0)
         engine_path = self.options.get("engine")
         if engine_path is None:
-            engine_path = self._cached_engine(ET, precision, device)
-        header, blob = ET.read_engine(engine_path)
-        gpu = ET.gpu_name(device)
+            engine_path = self._cached_engine(precision, device)
+        header, blob = E.read_engine(engine_path)
+        gpu = E.gpu_name(device)
         if header.gpu_name != gpu or header.trt_version != trt.__version__:
             raise ModelError(
                 f"{engine_path}: built for {header.gpu_name} with TensorRT {header.trt_version}, "
@@ -64,8 +72,12 @@ class TensorRTBackend(Backend):
             )
         self._profiles = header.profiles
         self.check(cudart.cudaSetDevice(device), "cudaSetDevice")
+        if header.plugins:  # the engine holds EmosdkMaskedAttention layers
+            E.load_trt_plugin(trt)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
+        if header.dla_core is not None:  # a DLA engine runs on the core it was built for
+            self._runtime.DLA_core = header.dla_core
         self._engine = self._runtime.deserialize_cuda_engine(blob)
         if self._engine is None:
             raise ModelError(f"{engine_path}: TensorRT cannot deserialize this engine")
@@ -92,42 +104,38 @@ class TensorRTBackend(Backend):
         for n, (ptr, _) in self._buffers.items():
             self._context.set_tensor_address(n, ptr)
         self._use_graphs = bool(self.options.get("cuda_graphs", True))
-        self.device = f"{gpu} (TensorRT {trt.__version__}, {header.precision})"
+        where = gpu if header.dla_core is None else f"{gpu} DLA core {header.dla_core}"
+        self.device = f"{where} (TensorRT {trt.__version__}, {header.precision})"
         logger.info("%s: %s on %s", self.spec.role, engine_path, self.device)
 
-    def _cached_engine(self, ET: Any, precision: str, device: int) -> Any:
+    def _cached_engine(self, precision: str, device: int) -> Path:
         from ..models.bundle import load_bundle
 
         bundle = load_bundle(self.path.parent)
-        cache = ET.EngineCache(self.options.get("cache_dir"))
-        opts = {}
-        for k in ("windows_s", "batch"):
+        cache = E.EngineCache(self.options.get("cache_dir"))
+        opts: dict[str, Any] = {}
+        for k in ("windows_s", "batch", "workspace", "dla_core"):
             if self.options.get(k) is not None:
                 opts[k] = self.options[k]
-        # engines are built from the opset-18 copy when the bundle has one (emosdk-export onnx
-        # writes it): the same file `emosdk-export engine` builds from, so the cache keys agree
-        variant = bundle.meta.get("variants", {}).get("opset18", {})
-        onnx_path = (
-            bundle.path / variant[self.spec.role] if self.spec.role in variant else self.path
-        )
-        return ET.engine_for(
+        # the same source file `emosdk-export engine` builds from, so the cache keys agree
+        onnx_path = E.engine_source(bundle, self.spec.role, precision, E.strongly_typed(self._trt))
+        builder = self.options.get("builder") if self.options.get("build", True) else None
+        return E.find_engine(
             onnx_path,
             self.spec,
             bundle.audio,
             bundle.stream,
             precision=precision,
             cache=cache,
-            build=bool(self.options.get("build", True)),
+            builder=builder,  # type: ignore[arg-type]
             bundle=f"{bundle.name} {bundle.version}",
             device=device,
             **opts,
         )
 
     def check(self, result: Any, what: str) -> Any:
-        from emosdk.export.tensorrt import cuda_check
-
         try:
-            return cuda_check(self._cudart, result, what)
+            return E.cuda_check(self._cudart, result, what)
         except Exception as e:
             raise BackendError(f"{self.spec.role}: {e}") from e
 
@@ -137,21 +145,40 @@ class TensorRTBackend(Backend):
         self._buffers[name] = (int(ptr), nbytes)
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from emosdk.export.tensorrt import shapes_fit
-
-        cudart = self._cudart
-        kind_h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        kind_d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        stream = self._stream
         shapes = {n: tuple(x.shape) for n, x in feeds.items()}
-        why = shapes_fit(self._profiles, shapes)
-        if why is not None:
+        why = E.shapes_fit(self._profiles, shapes)
+        if why is None:
+            return self._run(feeds)
+        plan = E.batch_plan(self._profiles, shapes)
+        if plan is None or not self._batch_major_outputs():
             raise InputError(
                 f"{self.spec.role}: {why}; rebuild the engine for these window lengths "
                 "(`emosdk-export engine --windows ...`) or use backend='onnxruntime'"
             )
+        parts: list[dict[str, np.ndarray]] = []
+        for start, stop, pad in plan:
+            chunk = {}
+            for n, x in feeds.items():
+                part = x[start:stop]
+                if pad:
+                    part = np.concatenate([part, np.zeros((pad, *x.shape[1:]), x.dtype)])
+                chunk[n] = part
+            out = self._run(chunk)
+            parts.append({n: y[: stop - start] for n, y in out.items()})
+        return {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
+
+    def _batch_major_outputs(self) -> bool:
+        """Whether every output's first axis is the inputs' batch axis (so runs can be joined)."""
+        first = {t.shape[0] for t in self.spec.inputs if t.shape}
+        return len(first) == 1 and all(t.shape and t.shape[0] in first for t in self.spec.outputs)
+
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cudart = self._cudart
+        kind_h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        kind_d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        stream = self._stream
+        key = tuple(sorted((n, tuple(x.shape)) for n, x in feeds.items()))
         keep: list[np.ndarray] = []
-        key = tuple(sorted(shapes.items()))
         if key != self._last_key and self._graph is not None:
             # a captured graph bakes in the kernels of one set of shapes: drop it on a change
             self._destroy_graph(*self._graph)
@@ -165,13 +192,7 @@ class TensorRTBackend(Backend):
                 "cudaMemcpyAsync H2D",
             )
             keep.append(x)  # the host array must live until the stream syncs
-        if self._use_graphs and key == self._last_key:
-            if self._graph is None:
-                # TensorRT wants one plain enqueue after a shape change before a capture; the
-                # previous call with these shapes was that enqueue
-                self._graph = self._capture()
-            self.check(cudart.cudaGraphLaunch(self._graph[1], stream), "cudaGraphLaunch")
-        elif not self._context.execute_async_v3(int(stream)):
+        if not self._launch_graph(key) and not self._context.execute_async_v3(int(stream)):
             raise BackendError(f"{self.spec.role}: TensorRT execute_async_v3 failed")
         self._last_key = key
         out = {}
@@ -191,18 +212,67 @@ class TensorRTBackend(Backend):
             n: v for n, v in out.items() if n not in declared
         }
 
-    def _capture(self) -> tuple[Any, Any]:
+    def _launch_graph(self, key: tuple) -> bool:
+        """Replay (capturing first if needed) the CUDA graph of ``key``; False: enqueue instead.
+
+        TensorRT wants one plain enqueue after a shape change before a capture: the previous call
+        with these shapes was that enqueue. A failed capture or launch is not an error: as
+        trtexec does, the shapes fall back to plain enqueues for good, the stream leaves capture
+        mode and the sticky CUDA error is cleared.
+        """
+        if not self._use_graphs or key != self._last_key or key in self._no_graph:
+            return False
         cudart = self._cudart
+        if self._graph is None:
+            self._graph = self._capture(key)
+            if self._graph is None:
+                return False
+        try:
+            E.cuda_check(cudart, cudart.cudaGraphLaunch(self._graph[1], self._stream), "launch")
+        except Exception as e:
+            self._graph_failed(key, f"cudaGraphLaunch: {e}")
+            self._destroy_graph(*self._graph)
+            self._graph = None
+            return False
+        return True
+
+    def _capture(self, key: tuple) -> tuple[Any, Any] | None:
+        cudart, stream = self._cudart, self._stream
         mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-        self.check(cudart.cudaStreamBeginCapture(self._stream, mode), "cudaStreamBeginCapture")
-        ok = self._context.execute_async_v3(int(self._stream))
-        graph = self.check(cudart.cudaStreamEndCapture(self._stream), "cudaStreamEndCapture")
-        if not ok:
-            cudart.cudaGraphDestroy(graph)
-            raise BackendError(f"{self.spec.role}: TensorRT execute_async_v3 failed in capture")
-        exe = self.check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        capturing, graph = False, None
+        try:
+            E.cuda_check(
+                cudart, cudart.cudaStreamBeginCapture(stream, mode), "cudaStreamBeginCapture"
+            )
+            capturing = True
+            ok = self._context.execute_async_v3(int(stream))
+            capturing = False
+            graph = E.cuda_check(cudart, cudart.cudaStreamEndCapture(stream), "EndCapture")
+            if not ok:
+                raise BackendError("TensorRT execute_async_v3 failed during the capture")
+            exe = E.cuda_check(cudart, cudart.cudaGraphInstantiate(graph, 0), "GraphInstantiate")
+        except Exception as e:
+            if capturing:  # leave capture mode, or every later call on the stream fails
+                try:
+                    res = cudart.cudaStreamEndCapture(stream)
+                    graph = res[1] if isinstance(res, tuple) and len(res) > 1 else None
+                except Exception:
+                    graph = None
+            if graph is not None:  # captured but not instantiated: it would leak
+                cudart.cudaGraphDestroy(graph)
+            self._graph_failed(key, str(e))
+            return None
         logger.debug("%s: captured a CUDA graph", self.spec.role)
         return graph, exe
+
+    def _graph_failed(self, key: tuple, why: str) -> None:
+        self._cudart.cudaGetLastError()  # clear the error the failure left behind
+        self._no_graph.add(key)
+        logger.warning(
+            "%s: CUDA graph capture failed (%s); these input shapes run without a graph",
+            self.spec.role,
+            why,
+        )
 
     def _destroy_graph(self, graph: Any, exe: Any) -> None:
         self._cudart.cudaGraphExecDestroy(exe)
@@ -227,10 +297,8 @@ class TensorRTBackend(Backend):
 def tensorrt_unavailable_reason() -> str | None:
     """None when ``tensorrt`` and cuda-python import; else why not and what to install."""
     try:
-        from emosdk.export.tensorrt import import_cudart, import_tensorrt
-
-        import_tensorrt()
-        import_cudart()
+        E.import_tensorrt()
+        E.import_cudart()
     except BackendUnavailableError as e:
         return str(e)
     return None
