@@ -20,15 +20,19 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from .. import _validate
 from ..config import FACE_DETECTORS
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, ConfigError
 
 logger = logging.getLogger("emosdk")
+
+FRAME_EXPECTED = "a frame (H, W) or (H, W, 1|3), uint8 or float in [0, 1]"
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,16 @@ class FaceBox:
         left_eye, right_eye: eye centres in frame pixels (the subject's left/right as seen in
             the image: left_eye has the smaller x), or None when not found.
         track_id: stable identity across frames, set by :class:`FaceTracker`.
+        keypoints: BlazeFace's six keypoints (6, 2) float32 in frame pixels, unclipped (right
+            eye, left eye, nose tip, mouth centre, right and left ear tragion: the subject's
+            sides), or None (Haar).
+        landmarks: MediaPipe's 478 face landmarks (478, 3) float32 in frame pixels (z in the
+            same scale, relative to the face centre), or None when not computed.
+        presence: the landmark model's face-presence probability, or None.
+        blendshapes: the 52 blendshape scores (52,) float32 in [0, 1] (names in
+            :data:`emosdk.perception.landmarks.BLENDSHAPE_NAMES`), or None.
+
+    The array fields take no part in ``==`` and ``hash``.
     """
 
     x: int
@@ -51,6 +65,10 @@ class FaceBox:
     left_eye: tuple[float, float] | None = None
     right_eye: tuple[float, float] | None = None
     track_id: int = 0
+    keypoints: np.ndarray | None = field(default=None, compare=False, repr=False)
+    landmarks: np.ndarray | None = field(default=None, compare=False, repr=False)
+    presence: float | None = None
+    blendshapes: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def area(self) -> int:
@@ -104,6 +122,17 @@ class HaarFaceDetector:
         max_side: int = 320,
         color_order: str = "bgr",
     ) -> None:
+        if color_order not in ("bgr", "rgb"):
+            raise ConfigError(f"color_order: expected 'bgr' or 'rgb', got {color_order!r}")
+        if not scale_factor > 1.0:
+            raise ConfigError(f"scale_factor: expected a number > 1, got {scale_factor!r}")
+        for name, v, lo in (
+            ("min_size", min_size, 1),
+            ("min_neighbors", min_neighbors, 0),
+            ("max_side", max_side, 1),
+        ):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ConfigError(f"{name}: expected an int >= {lo}, got {v!r}")
         try:
             import cv2
         except ImportError as e:
@@ -124,16 +153,29 @@ class HaarFaceDetector:
         """Nothing to release (the cascades are freed with the object)."""
 
     def _gray(self, image: np.ndarray) -> np.ndarray:
-        gray = image
-        if image.ndim == 3:
-            code = self._to_gray if image.shape[2] == 3 else None
-            gray = self._cv2.cvtColor(image, code) if code is not None else image[..., 0]
-        if gray.dtype != np.uint8:
-            gray = (np.clip(gray, 0, 1) * 255).astype(np.uint8)
-        return np.ascontiguousarray(gray)
+        # uint8 first: cvtColor has no float64 path (a float frame in [0, 1] would raise an
+        # untyped cv2.error), and the cascade works on 8-bit grey anyway
+        img = image
+        if img.dtype != np.uint8:
+            img = np.rint(np.clip(img, 0, 1) * 255).astype(np.uint8)
+        if img.ndim == 3:
+            if img.shape[2] == 3:
+                img = self._cv2.cvtColor(np.ascontiguousarray(img), self._to_gray)
+            else:
+                img = img[..., 0]
+        return np.ascontiguousarray(img)
 
     def detect(self, image: np.ndarray) -> list[FaceBox]:
-        gray = self._gray(image)
+        """Faces in a frame, largest first (score 1.0; eye centres when the eye cascade finds
+        both).
+
+        Args:
+            image: (H, W), (H, W, 1) or (H, W, 3), uint8 or float32/float64 in [0, 1].
+
+        Raises:
+            InputError: on a malformed frame; the message states the expected form.
+        """
+        gray = self._gray(_validate.image("image", image, FRAME_EXPECTED))
         scale = min(1.0, self.max_side / max(gray.shape))
         small = gray
         if scale < 1.0:
@@ -233,17 +275,17 @@ class MediaPipeFaceDetector:
         color_order: str = "bgr",
     ) -> None:
         if model_selection not in (0, 1):
-            raise ValueError(
+            raise ConfigError(
                 f"model_selection: expected 0 (short range) or 1 (full range), "
                 f"got {model_selection!r}"
             )
         if not 0.0 <= min_detection_confidence <= 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"min_detection_confidence: expected a value in [0, 1], "
                 f"got {min_detection_confidence!r}"
             )
         if color_order not in ("bgr", "rgb"):
-            raise ValueError(f"color_order must be 'bgr' or 'rgb', got {color_order!r}")
+            raise ConfigError(f"color_order: expected 'bgr' or 'rgb', got {color_order!r}")
         mp, solutions = _import_mediapipe_solutions()
         self.version = getattr(mp, "__version__", "?")
         self.model_selection = model_selection
@@ -278,7 +320,7 @@ class MediaPipeFaceDetector:
     def _rgb(self, image: np.ndarray) -> np.ndarray:
         img = image
         if img.dtype != np.uint8:
-            img = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+            img = np.rint(np.clip(img, 0, 1) * 255).astype(np.uint8)
         if img.ndim == 2:
             img = np.repeat(img[..., None], 3, axis=2)
         elif img.shape[2] == 1:
@@ -292,6 +334,7 @@ class MediaPipeFaceDetector:
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         if self._fd is None:
             raise RuntimeError("this MediaPipeFaceDetector is closed")
+        image = _validate.image("image", image, FRAME_EXPECTED)
         h, w = image.shape[:2]
         found = self._fd.process(self._rgb(image)).detections or []
         boxes = []
@@ -314,19 +357,42 @@ class MediaPipeFaceDetector:
         return boxes
 
 
-def create_face_detector(kind: str = "auto", color_order: str = "bgr") -> FaceDetector:
-    """The face detector ``kind`` names: ``"auto"``, ``"mediapipe"`` or ``"haar"``.
+DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "models" / "bundled" / "default"
+#: What :func:`create_face_detector` builds (``RecognizerConfig.face_detector`` lists those the
+#: recognizer offers).
+DETECTOR_KINDS = tuple(dict.fromkeys(("auto", "blazeface", *FACE_DETECTORS)))
 
-    ``"auto"`` takes :class:`MediaPipeFaceDetector` when mediapipe 0.10.x imports with its face
-    models, else :class:`HaarFaceDetector`; the choice and the reason are logged (logger
-    ``emosdk``, INFO) and the detector's ``name`` says which one runs.
+
+def create_face_detector(
+    kind: str = "auto", color_order: str = "bgr", models: str | Path | None = None
+) -> FaceDetector:
+    """The face detector ``kind`` names: ``"auto"``, ``"blazeface"``, ``"mediapipe"``, ``"haar"``.
+
+    - ``"blazeface"``: :class:`~emosdk.perception.blazeface.BlazeFaceDetector`, MediaPipe's
+      BlazeFace on ONNX Runtime, from ``face_detector.onnx`` in ``models`` (default: the
+      bundled default model's folder). Needs nothing beyond the runtime.
+    - ``"auto"``: BlazeFace when its ONNX file is there, else mediapipe 0.10.x when it imports,
+      else OpenCV's Haar cascade; the choice and the reason are logged (logger ``emosdk``,
+      INFO) and the detector's ``name`` says which one runs.
+    - ``"mediapipe"``: :class:`MediaPipeFaceDetector` (the ``mediapipe`` extra).
+    - ``"haar"``: :class:`HaarFaceDetector` (the ``capture`` extra).
 
     Raises:
-        ValueError: ``kind`` is not one of :data:`FACE_DETECTORS`.
-        BackendUnavailableError: the named detector (or, for ``"auto"``, neither) can run here.
+        ConfigError: ``kind`` is not one of :data:`DETECTOR_KINDS`.
+        BackendUnavailableError: the named detector (or, for ``"auto"``, none) can run here.
+        ModelError: ``"blazeface"`` and its ONNX file is missing or broken.
     """
-    if kind not in FACE_DETECTORS:
-        raise ValueError(f"face_detector: expected one of {FACE_DETECTORS}, got {kind!r}")
+    if kind not in DETECTOR_KINDS:
+        raise ConfigError(f"face_detector: expected one of {DETECTOR_KINDS}, got {kind!r}")
+    folder = Path(models) if models is not None else DEFAULT_MODELS
+    onnx_path = folder / "face_detector.onnx"
+    if kind == "blazeface" or (kind == "auto" and onnx_path.is_file()):
+        from .blazeface import BlazeFaceDetector
+
+        det = BlazeFaceDetector(onnx_path, color_order=color_order)
+        why = "requested" if kind == "blazeface" else f"auto: {onnx_path.name} is in {folder}"
+        logger.info("face detector: %s (%s)", det.name, why)
+        return det
     if kind in ("auto", "mediapipe"):
         try:
             det = MediaPipeFaceDetector(color_order=color_order)
@@ -334,7 +400,7 @@ def create_face_detector(kind: str = "auto", color_order: str = "bgr") -> FaceDe
             if kind == "mediapipe":
                 raise
             if isinstance(e, BackendUnavailableError):
-                logger.info("face detector: OpenCV Haar cascade (auto: %s)", e)
+                logger.info("face detector: OpenCV Haar cascade (auto: no %s; %s)", onnx_path, e)
             else:  # installed but failed to start: say so louder
                 logger.warning(
                     "face detector: OpenCV Haar cascade (auto: mediapipe failed to start: %s: %s)",
@@ -348,8 +414,10 @@ def create_face_detector(kind: str = "auto", color_order: str = "bgr") -> FaceDe
     try:
         haar = HaarFaceDetector(color_order=color_order)
     except BackendUnavailableError as e:
-        if kind == "auto":  # neither detector can run: name both ways out
-            raise BackendUnavailableError(f"{e}; or mediapipe's: {MEDIAPIPE_INSTALL}") from e
+        if kind == "auto":  # no detector can run: name the ways out
+            raise BackendUnavailableError(
+                f"{e}; or mediapipe's: {MEDIAPIPE_INSTALL}; or put face_detector.onnx in {folder}"
+            ) from e
         raise
     if kind == "haar":
         logger.info("face detector: %s (requested)", haar.name)
@@ -368,29 +436,28 @@ def crop(image: np.ndarray, box: FaceBox, margin: float = 0.1) -> np.ndarray:
 
 
 def align(image: np.ndarray, box: FaceBox, margin: float = 0.1) -> np.ndarray:
-    """Crop a face with its eyes levelled (rotation about the eye midpoint).
+    """A square face crop with the eyes levelled (rotation about the eye midpoint).
 
-    Without both eye centres (or with an implausible tilt over 30 degrees) this is :func:`crop`.
-    Needs OpenCV for the rotation.
+    The crop is :func:`crop`'s square (the box's longer side enlarged by ``margin`` on each
+    side, centred on the box) taken from the frame rotated so that the eye line is level; it is
+    sampled directly (bilinear, edge pixels replicated beyond the frame), in the frame's dtype,
+    channels and channel order, so nothing but the crop is rotated. Without both eye centres,
+    or with an implausible tilt over 30 degrees, this is :func:`crop`.
     """
     if box.left_eye is None or box.right_eye is None:
         return crop(image, box, margin)
     (lx, ly), (rx, ry) = box.left_eye, box.right_eye
-    angle = math.degrees(math.atan2(ry - ly, rx - lx))
-    if abs(angle) > 30:
+    theta = math.atan2(ry - ly, rx - lx)
+    if abs(math.degrees(theta)) > 30:
         return crop(image, box, margin)
-    import cv2
+    from ._sampling import Rect, sample_native
 
-    centre = ((lx + rx) / 2, (ly + ry) / 2)
-    m = cv2.getRotationMatrix2D(centre, angle, 1.0)
-    rotated = cv2.warpAffine(
-        image,
-        m,
-        (image.shape[1], image.shape[0]),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REPLICATE,
-    )
-    return crop(rotated, box, margin)
+    side = int(round(max(box.w, box.h) * (1 + 2 * margin)))
+    ex, ey = (lx + rx) / 2, (ly + ry) / 2
+    bx, by = box.x + box.w / 2 - ex, box.y + box.h / 2 - ey
+    c, s = math.cos(theta), math.sin(theta)
+    centre = (ex + c * bx - s * by, ey + s * bx + c * by)
+    return sample_native(image, Rect(centre[0], centre[1], side, side, theta), (side, side))
 
 
 class FaceTracker:

@@ -1,0 +1,310 @@
+"""BlazeFace short-range (MediaPipe's face detector) on ONNX Runtime, decoded in numpy.
+
+The graph is ``face_detector.onnx`` of the default bundle, converted once from MediaPipe's
+``face_detector.tflite`` (Face Landmarker float16/1, Apache-2.0) by tools/convert_mediapipe.py.
+Everything around the graph follows MediaPipe's ``face_detection_short_range`` graph:
+
+- input: the frame letterboxed into 128x128 RGB in [-1, 1] (the longer side fills the input,
+  the rest is black), sampled bilinearly as MediaPipe's CPU ``ImageToTensor`` does;
+- 896 SSD anchors (strides 8, 16, 16, 16; two anchors per cell at stride 8, six at 16; fixed
+  size 1), box offsets and six keypoints per anchor scaled by 128;
+- score = sigmoid of the logit (clipped to +-100), kept above ``min_score`` (0.5);
+- weighted non-maximum suppression (IoU > 0.3 merges, score-weighted mean of boxes and
+  keypoints, the best score kept).
+
+Keypoints, in MediaPipe's order: 0 right eye, 1 left eye (the subject's: the right eye is on the
+image's left in a frontal, unmirrored view), 2 nose tip, 3 mouth centre, 4 right ear tragion,
+5 left ear tragion.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from ._onnx import check_io, open_session
+from ._sampling import Rect, check_frame, sample
+from .face import FaceBox
+
+logger = logging.getLogger("emosdk")
+
+INPUT_SIZE = 128
+NUM_ANCHORS = 896
+NUM_KEYPOINTS = 6
+KEYPOINT_NAMES = (
+    "right_eye",
+    "left_eye",
+    "nose_tip",
+    "mouth_center",
+    "right_ear_tragion",
+    "left_ear_tragion",
+)
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("regressors", "classificators")
+
+
+def ssd_anchors(
+    input_size: int = INPUT_SIZE, strides: tuple[int, ...] = (8, 16, 16, 16)
+) -> np.ndarray:
+    """Anchor centres (N, 2) in [0, 1], MediaPipe's ``SsdAnchorsCalculator`` order.
+
+    Consecutive layers with the same stride share one feature map; each layer adds two anchors
+    per cell (aspect ratio 1 and the interpolated scale), and with a fixed anchor size only the
+    centres matter.
+    """
+    centres = []
+    i = 0
+    while i < len(strides):
+        j = i
+        while j < len(strides) and strides[j] == strides[i]:
+            j += 1
+        per_cell = 2 * (j - i)
+        n = int(np.ceil(input_size / strides[i]))
+        ys, xs = np.meshgrid((np.arange(n) + 0.5) / n, (np.arange(n) + 0.5) / n, indexing="ij")
+        cell = np.stack([xs.ravel(), ys.ravel()], axis=1)
+        centres.append(np.repeat(cell, per_cell, axis=0))
+        i = j
+    return np.concatenate(centres).astype(np.float32)
+
+
+ANCHORS = ssd_anchors()
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One raw detection in frame pixels (floats, not clipped).
+
+    Attributes:
+        box: (xmin, ymin, xmax, ymax).
+        keypoints: (6, 2) float32, MediaPipe's keypoint order (see :data:`KEYPOINT_NAMES`).
+        score: detector confidence in [0, 1].
+    """
+
+    box: tuple[float, float, float, float]
+    keypoints: np.ndarray
+    score: float
+
+
+def letterbox_rect(height: int, width: int) -> Rect:
+    """The square region of the frame (longer side, centred) that fills the detector input."""
+    side = float(max(height, width))
+    return Rect(width / 2.0, height / 2.0, side, side, 0.0)
+
+
+def preprocess(image: np.ndarray, color_order: str = "bgr") -> tuple[np.ndarray, Rect]:
+    """The detector's input (1, 128, 128, 3) float32 RGB in [-1, 1], and the letterbox rect."""
+    rect = letterbox_rect(*image.shape[:2])
+    x = sample(
+        image,
+        rect,
+        (INPUT_SIZE, INPUT_SIZE),
+        color_order=color_order,
+        value_range=(-1.0, 1.0),
+        border="zero",
+    )
+    return x[None], rect
+
+
+def decode(
+    regressors: np.ndarray,
+    classificators: np.ndarray,
+    rect: Rect,
+    min_score: float = 0.5,
+    iou_threshold: float = 0.3,
+) -> list[Detection]:
+    """Raw outputs -> detections in frame pixels, best first.
+
+    Args:
+        regressors: (1, 896, 16) float32: box centre offset, size, then six keypoints, in input
+            pixels relative to each anchor.
+        classificators: (1, 896, 1) float32 logits.
+        rect: the letterbox rect of :func:`preprocess`.
+        min_score: smallest score kept.
+        iou_threshold: overlap above which detections are merged.
+    """
+    reg = np.asarray(regressors, np.float32).reshape(NUM_ANCHORS, 16)
+    logits = np.clip(np.asarray(classificators, np.float32).reshape(NUM_ANCHORS), -100, 100)
+    scores = 0.5 * (1.0 + np.tanh(0.5 * logits))  # sigmoid without overflow
+    keep = np.nonzero(scores >= min_score)[0]
+    if keep.size == 0:
+        return []
+    reg = reg[keep] / INPUT_SIZE
+    anc = ANCHORS[keep]
+    cx = reg[:, 0] + anc[:, 0]
+    cy = reg[:, 1] + anc[:, 1]
+    bw, bh = reg[:, 2], reg[:, 3]
+    boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
+    kps = reg[:, 4:].reshape(-1, NUM_KEYPOINTS, 2) + anc[:, None, :]
+    merged = weighted_nms(boxes, kps, scores[keep], iou_threshold)
+    # normalised letterbox coordinates -> frame pixels
+    x0, y0 = rect.cx - rect.width / 2, rect.cy - rect.height / 2
+    out = []
+    for box, kp, score in merged:
+        b = (
+            float(box[0] * rect.width + x0),
+            float(box[1] * rect.height + y0),
+            float(box[2] * rect.width + x0),
+            float(box[3] * rect.height + y0),
+        )
+        k = (kp * np.float32([rect.width, rect.height]) + np.float32([x0, y0])).astype(np.float32)
+        out.append(Detection(b, k, float(score)))
+    return out
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = ix * iy
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = area + areas - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def weighted_nms(
+    boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, iou_threshold: float
+) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """MediaPipe's weighted non-maximum suppression.
+
+    The best remaining detection and every remaining one overlapping it by more than
+    ``iou_threshold`` (itself included) are replaced by their score-weighted mean box and
+    keypoints, with the best one's score.
+    """
+    order = np.argsort(-scores, kind="stable")
+    out = []
+    while order.size:
+        top = order[0]
+        overlap = _iou(boxes[top], boxes[order]) > iou_threshold
+        group = order[overlap]
+        w = scores[group][:, None]
+        box = (boxes[group] * w).sum(0) / w.sum()
+        kp = (keypoints[group] * w[:, :, None]).sum(0) / w.sum()
+        out.append((box, kp, float(scores[top])))
+        rest = order[~overlap]
+        if rest.size == order.size:  # as MediaPipe: stop if nothing was taken
+            break
+        order = rest
+    return out
+
+
+def to_face_box(det: Detection, height: int, width: int) -> FaceBox | None:
+    """A :class:`FaceBox` clipped to the frame (None when almost entirely outside it).
+
+    The eye centres are the first two keypoints sorted by x (``left_eye`` has the smaller x),
+    ``None`` when an eye falls outside the frame; ``keypoints`` keeps all six unclipped.
+    """
+    x0 = min(max(round(det.box[0]), 0), width)
+    y0 = min(max(round(det.box[1]), 0), height)
+    x1 = min(max(round(det.box[2]), 0), width)
+    y1 = min(max(round(det.box[3]), 0), height)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    eyes = [(float(x), float(y)) for x, y in det.keypoints[:2]]
+    left = right = None
+    if all(0 <= ex < width and 0 <= ey < height for ex, ey in eyes):
+        left, right = sorted(eyes)
+    return FaceBox(x0, y0, x1 - x0, y1 - y0, det.score, left, right, keypoints=det.keypoints.copy())
+
+
+class BlazeFaceDetector:
+    """MediaPipe's BlazeFace short-range detector on ONNX Runtime (a :class:`FaceDetector`).
+
+    Stateless apart from its ONNX Runtime session, whose ``run`` is safe to call from several
+    threads at once: one detector may serve several streams and threads. Tracking lives in
+    :class:`~emosdk.perception.landmarks.FaceMeshTracker`, one per stream.
+
+    Args:
+        model_path: ``face_detector.onnx`` (input ``image`` (1, 128, 128, 3), outputs
+            ``regressors`` (1, 896, 16) and ``classificators`` (1, 896, 1)).
+        min_score: score in [0, 1] a face needs (MediaPipe's default 0.5).
+        iou_threshold: overlap in (0, 1) above which detections merge (MediaPipe: 0.3).
+        color_order: channel order of colour frames, ``"bgr"`` (OpenCV) or ``"rgb"``.
+        threads: ONNX Runtime intra-op threads.
+
+    Raises:
+        ConfigError: an option is out of range.
+        ModelError: the file is missing or is not the detector graph.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        min_score: float = 0.5,
+        iou_threshold: float = 0.3,
+        color_order: str = "bgr",
+        threads: int = 1,
+    ) -> None:
+        _check_options(min_score=min_score, color_order=color_order, threads=threads)
+        if not 0.0 < iou_threshold < 1.0:
+            raise ConfigError(f"iou_threshold: expected a value in (0, 1), got {iou_threshold!r}")
+        self.model_path = Path(model_path)
+        self.min_score = float(min_score)
+        self.iou_threshold = float(iou_threshold)
+        self.color_order = color_order
+        self._session = open_session(self.model_path, "face detector", threads)
+        check_io(
+            self._session,
+            "face detector",
+            self.model_path,
+            {INPUT_NAME: [1, INPUT_SIZE, INPUT_SIZE, 3]},
+            OUTPUT_NAMES,
+        )
+        self.name = "BlazeFace short-range (ONNX Runtime)"
+
+    def close(self) -> None:
+        """Drop the session. Safe to call twice."""
+        self._session = None
+
+    def __enter__(self) -> BlazeFaceDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The raw graph: (1, 128, 128, 3) float32 -> (regressors, classificators)."""
+        if self._session is None:
+            raise RuntimeError("this BlazeFaceDetector is closed")
+        reg, cls = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: tensor})
+        return reg, cls
+
+    def detections(self, image: np.ndarray) -> list[Detection]:
+        """Raw detections in frame pixels, best score first (see :func:`decode`).
+
+        Raises:
+            InputError: ``image`` is not a frame :func:`emosdk._validate.image` accepts.
+        """
+        image = check_frame(image)
+        tensor, rect = preprocess(image, self.color_order)
+        reg, cls = self.run(tensor)
+        return decode(reg, cls, rect, self.min_score, self.iou_threshold)
+
+    def detect(self, image: np.ndarray) -> list[FaceBox]:
+        """Faces in a frame, largest first, with score, eye centres and six keypoints.
+
+        Args:
+            image: (H, W), (H, W, 1) or (H, W, 3), uint8 or float32/float64 in [0, 1].
+
+        Raises:
+            InputError: on a malformed frame (wrong type, dtype, rank, channels, empty,
+                non-finite or out-of-range values); the message states the expected form.
+        """
+        h, w = np.shape(image)[:2] if isinstance(image, np.ndarray) else (0, 0)
+        boxes = [b for d in self.detections(image) if (b := to_face_box(d, h, w)) is not None]
+        boxes.sort(key=lambda b: b.area, reverse=True)
+        return boxes
+
+
+def _check_options(**kw) -> None:
+    if "min_score" in kw and not 0.0 <= kw["min_score"] <= 1.0:
+        raise ConfigError(f"min_score: expected a value in [0, 1], got {kw['min_score']!r}")
+    if "color_order" in kw and kw["color_order"] not in ("bgr", "rgb"):
+        raise ConfigError(f"color_order: expected 'bgr' or 'rgb', got {kw['color_order']!r}")
+    t = kw.get("threads", 1)
+    if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+        raise ConfigError(f"threads: expected an int >= 1, got {t!r}")
