@@ -9,7 +9,9 @@
  * Output:  0 out  [B, H, Tq, D]  same type as q
  * Field:   scale (fp32, default 0 = 1/sqrt(D))
  *
- * D must be 16, 32 or 64. The ONNX node that export/attention.py emits has op_type
+ * D must be 16, 32 or 64. q, k, v and the mask must agree (B, H, D, Tk): configurePlugin refuses a
+ * mismatch at build time, onShapeChange and enqueue at run time (attention_shapes.h), since each
+ * would be an out-of-bounds read in the kernel. The ONNX node that export/attention.py emits has op_type
  * EmosdkMaskedAttention, so TensorRT's ONNX parser finds this creator once the library is
  * loaded (trtexec --dynamicPlugins=libemosdk_trt_plugin.so, or
  * trt.get_plugin_registry().load_library(path) in Python). The library exports getCreators()
@@ -28,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "attention_shapes.h"
 #include "emosdk_attention.h"
 
 namespace emosdk {
@@ -60,7 +63,22 @@ LoggerFinder gLogger;
 
 void logError(std::string const& msg) { gLogger.log(ILogger::Severity::kERROR, msg); }
 
-bool validHeadDim(int64_t d) { return d == 16 || d == 32 || d == 64; }
+TensorShape shapeOf(Dims const& dims) {
+  TensorShape t;
+  t.rank = dims.nbDims;
+  for (int32_t i = 0; i < dims.nbDims && i < 4; ++i) t.d[i] = dims.d[i];
+  return t;
+}
+
+/* "" when the inputs fit together (attention_shapes.h); else the reason. */
+template <typename Desc, typename GetDims>
+std::string checkInputs(Desc const* in, int32_t nbInputs, GetDims dimsOf, TensorShape* shapes) {
+  if ((nbInputs != 3 && nbInputs != 4) || in == nullptr) {
+    return "expects 3 or 4 inputs (q, k, v[, mask])";
+  }
+  for (int32_t i = 0; i < nbInputs; ++i) shapes[i] = shapeOf(dimsOf(in[i]));
+  return checkAttentionShapes(shapes, nbInputs);
+}
 
 class MaskedAttentionPlugin final : public IPluginV3,
                                     public IPluginV3OneCore,
@@ -103,23 +121,15 @@ class MaskedAttentionPlugin final : public IPluginV3,
 
   int32_t configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs,
                           DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept override {
-    if ((nbInputs != 3 && nbInputs != 4) || nbOutputs != 1 || in == nullptr || out == nullptr) {
+    if (nbOutputs != 1 || out == nullptr) {
       logError("expects 3 or 4 inputs (q, k, v[, mask]) and 1 output");
       return -1;
     }
-    for (int32_t i = 0; i < 3; ++i) {
-      if (in[i].desc.dims.nbDims != 4) {
-        logError("q, k and v must be rank 4 [B, H, T, D]");
-        return -1;
-      }
-    }
-    int64_t const d = in[0].desc.dims.d[3];
-    if (d != -1 && !validHeadDim(d)) {
-      logError("head_dim must be 16, 32 or 64, got " + std::to_string(d));
-      return -1;
-    }
-    if (nbInputs == 4 && in[3].desc.dims.nbDims != 2) {
-      logError("mask must be rank 2 [B, Tk]");
+    TensorShape shapes[4];
+    std::string const why = checkInputs(
+        in, nbInputs, [](DynamicPluginTensorDesc const& t) { return t.desc.dims; }, shapes);
+    if (!why.empty()) {
+      logError(why);
       return -1;
     }
     mNbInputs = nbInputs;
@@ -168,9 +178,12 @@ class MaskedAttentionPlugin final : public IPluginV3,
   int32_t onShapeChange(PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* out,
                         int32_t nbOutputs) noexcept override {
     (void)out;
-    if ((nbInputs != 3 && nbInputs != 4) || nbOutputs != 1) return -1;
-    if (!validHeadDim(in[0].dims.d[3])) {
-      logError("head_dim must be 16, 32 or 64, got " + std::to_string(in[0].dims.d[3]));
+    if (nbOutputs != 1) return -1;
+    TensorShape shapes[4];
+    std::string const why =
+        checkInputs(in, nbInputs, [](PluginTensorDesc const& t) { return t.dims; }, shapes);
+    if (!why.empty()) {
+      logError(why);
       return -1;
     }
     mNbInputs = nbInputs;
@@ -182,19 +195,21 @@ class MaskedAttentionPlugin final : public IPluginV3,
                   cudaStream_t stream) noexcept override {
     (void)outputDesc;
     (void)workspace;
-    Dims const& qd = inputDesc[0].dims;
-    Dims const& kd = inputDesc[1].dims;
-    EmosdkAttentionParams p{};
-    emosdk_attention_contiguous(&p, static_cast<int32_t>(qd.d[0]), static_cast<int32_t>(qd.d[1]),
-                                static_cast<int32_t>(qd.d[2]), static_cast<int32_t>(kd.d[2]),
-                                static_cast<int32_t>(qd.d[3]));
+    // checked again (a few integer compares): a wrong size here reads out of bounds
+    TensorShape shapes[4];
+    std::string const why =
+        checkInputs(inputDesc, mNbInputs, [](PluginTensorDesc const& t) { return t.dims; }, shapes);
+    if (!why.empty()) {
+      logError("enqueue: " + why);
+      return -1;
+    }
+    EmosdkAttentionParams p =
+        attentionParams(shapes, mNbInputs, mScale, inputDesc[0].type == DataType::kHALF);
     p.q = inputs[0];
     p.k = inputs[1];
     p.v = inputs[2];
     p.mask = mNbInputs == 4 ? static_cast<float const*>(inputs[3]) : nullptr;
     p.out = outputs[0];
-    p.dtype = inputDesc[0].type == DataType::kHALF ? EMOSDK_F16 : EMOSDK_F32;
-    p.scale = mScale;
     int const status = emosdk_attention_forward(&p, static_cast<void*>(stream));
     if (status != EMOSDK_OK) {
       logError(std::string("enqueue failed: ") + emosdk_attention_error_string(status));

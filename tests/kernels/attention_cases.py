@@ -22,10 +22,16 @@ def find_nvcc() -> str | None:
     )
 
 
-def build_kernels(build: Path, archs: str | None = None) -> str:
-    """Run tools/build_kernels.sh into ``build`` (default architectures unless ``archs``);
-    assert it succeeded and return its output."""
-    env = {**os.environ, "EMOSDK_BUILD_DIR": str(build)}
+VENDORED_TRT = REPO.parent / "shared" / "vendor" / "tensorrt-10.3.0"
+"""TensorRT 10.3's public headers beside the checkout (../shared/vendor/README.md)."""
+
+
+def build_kernels(
+    build: Path, archs: str | None = None, env_extra: dict[str, str] | None = None
+) -> str:
+    """Run tools/build_kernels.sh into ``build`` (default architectures unless ``archs``, and
+    ``env_extra`` added to the environment); assert it succeeded and return its output."""
+    env = {**os.environ, **(env_extra or {}), "EMOSDK_BUILD_DIR": str(build)}
     env.pop("EMOSDK_CUDA_ARCHS", None)
     if archs is not None:
         env["EMOSDK_CUDA_ARCHS"] = archs
