@@ -1,4 +1,4 @@
-"""Train one paper model (train.paper_models) on CREMA-D + FER2013 faces and evaluate it on Test.
+"""Train one paper model (train.models) on CREMA-D + FER2013 faces and evaluate it on Test.
 
 Data: CREMA-D partition ``--partition`` Train / Development / Test with the perceived labels (hard =
 majority label, soft = the normalised per-class scores). Audio = log-mel frames of the runtime
@@ -49,7 +49,7 @@ from emosdk.metrics import classification_report
 
 from . import LABELS
 from . import data as D
-from .models import count_params
+from .models import HUSSAIN_D_AUDIO, MODELS, build_model, count_params, optimised_training_mask
 from .train_seed import augment_faces, cosine_lr, log_json, pair_faces, save_state, window_offsets
 
 logger = logging.getLogger("emosdk.train")
@@ -116,7 +116,7 @@ def opt(default: object, help: str = "") -> object:
 class Config:
     """Every option of the script (argparse reads them from here); 0 / -1 / "auto" = default."""
 
-    model: str = opt("auxformer", "a name of train.paper_models.MODELS")
+    model: str = opt("auxformer", "a name of train.models.MODELS")
     partition: int = opt(1, "CREMA-D partition 1..5")
     out: str = opt("/tmp/emosdk_runs/auxformer_p1", "run folder (checkpoints, logs, metrics)")
     size: str = opt("paper", "build_model size: paper | smoke")
@@ -361,8 +361,6 @@ def load_data(cfg: Config, dist: Dist, splits: tuple[str, ...], norm: dict | Non
     bundle = load_model(cfg.bundle)  # the runtime's front-end and window parameters
     audio_p, stream_p = bundle.audio, bundle.stream
     if hussain:
-        from .paper_models import HUSSAIN_D_AUDIO
-
         assert audio_p.n_mels + audio_p.hop_length == HUSSAIN_D_AUDIO, "hussain frame layout"
     frames = audio_p.num_frames(int(round(stream_p.window_s * audio_p.sample_rate)))  # 298
     tv = int(round(stream_p.window_s * stream_p.video_fps))  # 15
@@ -441,7 +439,7 @@ def load_data(cfg: Config, dist: Dist, splits: tuple[str, ...], norm: dict | Non
 
 def pcm_frames(pcm: np.ndarray, start: int, n: int, hop: int) -> np.ndarray:
     """Waveform samples [hop t, hop t + hop) of log-mel frames t = start..start+n: (n, hop)
-    (the layout of train.paper_models.Hussain: concatenated they give back the waveform)."""
+    (the layout of train.models.Hussain: concatenated they give back the waveform)."""
     seg = pcm[start * hop : (start + n) * hop]
     if len(seg) < n * hop:
         seg = np.pad(seg, (0, n * hop - len(seg)))
@@ -508,8 +506,6 @@ def eval_set(cfg: Config, data: Data, split: str) -> EvalSet:
 
 
 def build(cfg: Config, data_d_audio: int, data_d_video: int) -> torch.nn.Module:
-    from .paper_models import build_model
-
     overrides = json.loads(cfg.overrides) if cfg.overrides else {}
     return build_model(cfg.model, data_d_audio, data_d_video, len(LABELS), cfg.size, **overrides)
 
@@ -633,10 +629,8 @@ def masking_curves(cfg: Config, model, ev: EvalSet, dev) -> dict:
 
 
 def optimised_mask_fn(per_sample: bool):
-    """AuxFormer's optimised training (train.paper_models.optimised_training_mask): 20 % of the
+    """AuxFormer's optimised training (train.models.optimised_training_mask): 20 % of the
     batches (per_sample: of the samples) without audio, 20 % without video."""
-    from .paper_models import optimised_training_mask
-
     return functools.partial(optimised_training_mask, per_sample=per_sample)
 
 
@@ -1041,8 +1035,6 @@ def test_and_write(cfg: Config, model, data: Data, out: Path, dev, command: str,
 
 def parse_args(argv: list[str] | None = None) -> Config:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    from .paper_models import MODELS
-
     choices = {
         "model": sorted(MODELS),
         "size": ["paper", "smoke"],
@@ -1062,8 +1054,6 @@ def parse_args(argv: list[str] | None = None) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .paper_models import MODELS
-
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

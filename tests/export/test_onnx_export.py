@@ -1,4 +1,4 @@
-"""fp32 ONNX vs PyTorch for every model in train/models.py, at opsets 18 and 23.
+"""fp32 ONNX vs PyTorch for every bundle model in train/models/, at opsets 18 and 23.
 
 Each model (small widths, random weights) is exported once per opset and compared with torch at
 batch sizes 1..8 and windows of 1..6 s (every batch and every window appear; see

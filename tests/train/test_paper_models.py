@@ -1,4 +1,4 @@
-"""The papers' models (train/paper_models.py) under the one forward contract, at size="smoke"."""
+"""The papers' models (train/models/) under the one forward contract, at size="smoke"."""
 
 from __future__ import annotations
 
@@ -12,18 +12,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from train.paper_models import (  # noqa: E402
+from train.models import (  # noqa: E402
     HUSSAIN_D_AUDIO,
     MODELS,
     VAVL,
-    attention_bias,
     build_model,
-    ccc,
-    count_parameters,
+    count_params,
     hussain_audio_frames,
     optimised_training_mask,
-    rel_shift,
 )
+from train.models.layers import attention_bias, rel_shift  # noqa: E402
+from train.models.vavl import ccc  # noqa: E402
 
 NAMES = [
     "auxformer",
@@ -358,7 +357,7 @@ def test_paper_parameter_counts() -> None:
             "auxformer aux=False (baseline 1)": build_model("auxformer", 130, 4096, 4, aux=False),
             "mult": build_model("mult", 130, 4096, 4),
         }
-        counts = {k: count_parameters(m) for k, m in exact.items()}
+        counts = {k: count_params(m, trainable_only=False) for k, m in exact.items()}
         assert counts == {
             "auxformer": 7_054_748,
             "auxformer aux=False (baseline 1)": 4_776_994,
@@ -366,7 +365,7 @@ def test_paper_parameter_counts() -> None:
         }
         for name in NAMES:
             da, dv = PAPER_DIMS.get(name, (1024, 1408))
-            n = count_parameters(build_model(name, da, dv, 6))
+            n = count_params(build_model(name, da, dv, 6), trainable_only=False)
             print(f"{name} (paper, {da}/{dv}/6): {n:,} parameters")
             lo, hi = PAPER_RANGES[name]
             assert lo <= n <= hi, (name, n)

@@ -22,7 +22,7 @@ import torch
 from emosdk.metrics import classification_report
 from train import LABELS
 from train.data import DATA_ROOT as DATA  # ../shared/data beside the checkout, or $EMOSDK_DATA
-from train.paper_models import MODELS, build_model
+from train.models import MODELS, build_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = [
@@ -192,7 +192,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from train.paper_models import build_model
+from train.models import build_model
 from train.train import Config, broadcast_model, setup_dist, train_step, wrap_ddp
 
 torch.set_num_threads(1)
