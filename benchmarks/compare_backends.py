@@ -79,7 +79,7 @@ def main() -> int:
     import torch
 
     from emosdk import Recognizer
-    from emosdk.bench import accuracy, environment
+    from emosdk.evaluation import accuracy, environment
     from emosdk.export.quantize import quantize_bundle
     from emosdk.models import load_model, resolve_model
 

@@ -25,25 +25,25 @@ import torch
 
 from emosdk import Recognizer
 from emosdk.backends.torch import TorchBackend
-from emosdk.bench import accuracy
+from emosdk.evaluation import accuracy
+from emosdk.models import ModelBundle, load_model
 
 from . import LABELS
 from .checkpoints import load_checkpoints
 from .models import AudioEncoderGraph
 
 
-def with_torch_graphs(rec: Recognizer, modules: dict[str, torch.nn.Module]) -> Recognizer:
-    """Replace the recognizer's ONNX graphs by the torch modules (same specs, same checks)."""
+def torch_backends(bundle: ModelBundle, modules: dict[str, torch.nn.Module]) -> dict:
+    """A torch reference backend per graph role, with the bundle's specs (same checks)."""
     graphs = {
         "audio_encoder": AudioEncoderGraph(modules["audio"]).eval(),
         "face_encoder": modules["face"],
         "fusion": modules["fusion"],
     }
-    for role, module in graphs.items():
-        old = rec._graphs[role]
-        rec._graphs[role] = TorchBackend(old.path, old.spec, module=module)
-        old.close()
-    return rec
+    return {
+        role: TorchBackend(bundle.graph_path(role), bundle.graphs[role], module=module)
+        for role, module in graphs.items()
+    }
 
 
 def partition_manifest(partition: int, split: str, out: Path) -> Path:
@@ -83,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         manifest = partition_manifest(
             args.partition, args.split, Path(tempfile.mkdtemp()) / "manifest.csv"
         )
-    with Recognizer(model=args.model, smoothing="none") as rec:
-        modules = load_checkpoints(args.checkpoints, rec.bundle.audio.n_mels)
-        out = accuracy(
-            with_torch_graphs(rec, modules), manifest, args.modality, None, robustness=False
-        )
+    bundle = load_model(args.model)
+    modules = load_checkpoints(args.checkpoints, bundle.audio.n_mels)
+    backends = torch_backends(bundle, modules)
+    with Recognizer(model=args.model, smoothing="none", backends=backends) as rec:
+        out = accuracy(rec, manifest, args.modality, None, robustness=False)
     out.update(
         command="python -m train.evaluate " + " ".join(argv or sys.argv[1:]),
         checkpoints=str(args.checkpoints),

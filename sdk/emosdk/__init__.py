@@ -12,14 +12,24 @@ import logging
 
 from .backends import available_backends
 from .config import RecognizerConfig
-from .errors import BackendUnavailableError, EmosdkError, InputError, ModelError
+from .errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigError,
+    EmosdkError,
+    InputError,
+    ModelError,
+    SourceError,
+)
 from .recognizer import Recognizer
 from .results import EmotionResult, Modality
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendError",
     "BackendUnavailableError",
+    "ConfigError",
     "EmosdkError",
     "EmotionResult",
     "InputError",
@@ -27,6 +37,7 @@ __all__ = [
     "ModelError",
     "Recognizer",
     "RecognizerConfig",
+    "SourceError",
     "__version__",
     "available_backends",
 ]

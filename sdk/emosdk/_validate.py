@@ -18,9 +18,11 @@ MIN_SAMPLE_RATE = 4_000
 MAX_SAMPLE_RATE = 384_000
 MAX_AUDIO_CHANNELS = 2
 MAX_FLOAT_PEAK = 2.0  # float PCM is [-1, 1]; a little overshoot is tolerated, int-scaled is not
+MAX_IMAGES = 2000  # images per predict window
 
 
-def _describe(x: object) -> str:
+def describe(x: object) -> str:
+    """A short description of a value for error messages (shape and dtype of arrays)."""
     if isinstance(x, np.ndarray):
         return f"array of shape {x.shape} and dtype {x.dtype}"
     return f"{type(x).__name__}"
@@ -29,7 +31,7 @@ def _describe(x: object) -> str:
 def as_array(name: str, x: object, dtypes: tuple, expected: str) -> np.ndarray:
     """Check ``x`` is a numpy array of an accepted dtype, C-contiguous, finite and non-empty."""
     if not isinstance(x, np.ndarray):
-        raise InputError(f"{name}: expected {expected} as a numpy.ndarray, got {_describe(x)}")
+        raise InputError(f"{name}: expected {expected} as a numpy.ndarray, got {describe(x)}")
     if x.dtype not in dtypes:
         allowed = ", ".join(np.dtype(d).name for d in dtypes)
         raise InputError(
@@ -121,3 +123,35 @@ def positive_number(name: str, x: object, *, allow_zero: bool = False) -> float:
         bound = ">= 0" if allow_zero else "> 0"
         raise InputError(f"{name}: expected a finite number {bound}, got {x!r}")
     return v
+
+
+def image_list(images: object, name: str) -> list[np.ndarray | None] | None:
+    """One image or a sequence of them as a list (None items kept)."""
+    if images is None:
+        return None
+    if isinstance(images, np.ndarray):
+        if images.ndim == 2 or (images.ndim == 3 and images.shape[2] in (1, 3)):
+            return [images]
+        if images.ndim == 3 and images.shape[2] in (2, 4):
+            raise InputError(
+                f"{name}: expected one image (H, W[, 1|3]) or a sequence (N, H, W[, 1|3]); got "
+                f"shape {images.shape}: {images.shape[2]} channels (drop the alpha channel of "
+                "RGBA/BGRA frames)"
+            )
+        if images.ndim == 4 and images.shape[3] not in (1, 3):
+            raise InputError(
+                f"{name}: expected a sequence of images (N, H, W[, 1|3]), got shape "
+                f"{images.shape} ({images.shape[3]} channels)"
+            )
+        if images.ndim in (3, 4) and 0 < len(images) <= MAX_IMAGES:
+            return list(images)
+    elif isinstance(images, (list, tuple)):
+        if not images:
+            raise InputError(f"{name}: expected at least one image, got an empty sequence")
+        if len(images) <= MAX_IMAGES:
+            return list(images)
+        raise InputError(f"{name}: expected at most {MAX_IMAGES} images per window")
+    raise InputError(
+        f"{name}: expected one image (H, W[, 1|3]) or a sequence of at most {MAX_IMAGES} "
+        f"(a list, or an array (N, H, W[, 1|3])), got {describe(images)}"
+    )

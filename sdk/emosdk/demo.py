@@ -21,7 +21,7 @@ import numpy as np
 
 from . import __version__
 from ._cli import run_command
-from .capture.base import Event, Source, VideoFrame
+from .capture.base import Event, Source, VideoFrame, source_info
 from .config import RecognizerConfig
 from .recognizer import Recognizer
 from .results import EmotionResult, Modality
@@ -46,8 +46,7 @@ class TeeSource:
 
     def __init__(self, source: Source, on_frame=None) -> None:
         self.source = source
-        self.provides = getattr(source, "provides", None)
-        self.absent_reasons = getattr(source, "absent_reasons", {})
+        self.info = source_info(source)  # what the source delivers, and its lateness
         self.frame: np.ndarray | None = None
         self.frame_t = -1.0
         self._on_frame = on_frame

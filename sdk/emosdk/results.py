@@ -29,9 +29,12 @@ class Latency:
     """Time spent per stage for one result, in milliseconds.
 
     Attributes:
-        stages: Stage name -> milliseconds, e.g. ``audio_frontend``, ``audio_encoder``,
-            ``face_encoder``, ``fusion``, ``smoothing``. Stages that did not run are absent.
-        total_ms: Wall time from the start of processing the window to the result.
+        stages: Stage name -> milliseconds: ``resample``, ``audio_frontend``, ``audio_encoder``,
+            ``face_detect``, ``face_preprocess``, ``face_encoder``, ``fusion``, ``smoothing``.
+            Stages that did not run are absent; each also has a ``<stage>_ms`` property (None
+            when it did not run).
+        total_ms: Wall time from the start of processing the window to the result (in a
+            stream: the hop's work, including its frames' face stages).
     """
 
     stages: Mapping[str, float] = field(default_factory=dict)
@@ -40,11 +43,48 @@ class Latency:
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", _frozen(self.stages))
 
-    def __getattr__(self, name: str) -> float:
-        # result.latency.fusion_ms -> stages["fusion"]
-        if name.endswith("_ms") and name[:-3] in self.stages:
-            return self.stages[name[:-3]]
-        raise AttributeError(name)
+    def _stage(self, name: str) -> float | None:
+        return self.stages.get(name)
+
+    @property
+    def resample_ms(self) -> float | None:
+        """Resampling the audio to the model's rate (``predict``); None when it did not run."""
+        return self._stage("resample")
+
+    @property
+    def audio_frontend_ms(self) -> float | None:
+        """The audio front end (log-mel); None when it did not run."""
+        return self._stage("audio_frontend")
+
+    @property
+    def audio_encoder_ms(self) -> float | None:
+        """The audio encoder graph; None when it did not run."""
+        return self._stage("audio_encoder")
+
+    @property
+    def face_detect_ms(self) -> float | None:
+        """Face detection and alignment in full frames; None when it did not run."""
+        return self._stage("face_detect")
+
+    @property
+    def face_preprocess_ms(self) -> float | None:
+        """Face crop normalisation; None when it did not run."""
+        return self._stage("face_preprocess")
+
+    @property
+    def face_encoder_ms(self) -> float | None:
+        """The face encoder graph; None when it did not run."""
+        return self._stage("face_encoder")
+
+    @property
+    def fusion_ms(self) -> float | None:
+        """The fusion graph; None when it did not run (no modality present)."""
+        return self._stage("fusion")
+
+    @property
+    def smoothing_ms(self) -> float | None:
+        """Calibration and smoothing of the scores; None when it did not run."""
+        return self._stage("smoothing")
 
 
 @dataclass(frozen=True)

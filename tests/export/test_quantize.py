@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from emosdk import Recognizer
-from emosdk.bench import default_clips_manifest
+from emosdk.evaluation import default_clips_manifest
 from emosdk.export.quantize import QuantizationRejectedError, quantize_bundle
 from emosdk.models.bundle import load_bundle
 

@@ -3,7 +3,9 @@
 import emosdk
 
 EXPECTED = [
+    "BackendError",
     "BackendUnavailableError",
+    "ConfigError",
     "EmosdkError",
     "EmotionResult",
     "InputError",
@@ -11,6 +13,7 @@ EXPECTED = [
     "ModelError",
     "Recognizer",
     "RecognizerConfig",
+    "SourceError",
     "__version__",
     "available_backends",
 ]
@@ -23,9 +26,39 @@ def test_public_names_are_pinned():
 
 
 def test_error_hierarchy():
-    for name in ("InputError", "ModelError", "BackendUnavailableError"):
+    for name in (
+        "InputError",
+        "ConfigError",
+        "ModelError",
+        "BackendUnavailableError",
+        "BackendError",
+        "SourceError",
+    ):
         assert issubclass(getattr(emosdk, name), emosdk.EmosdkError)
     assert issubclass(emosdk.InputError, ValueError)
+    assert issubclass(emosdk.ConfigError, ValueError)
+
+
+def test_every_error_the_sdk_defines_is_exported():
+    import inspect
+
+    import emosdk.errors
+
+    defined = {
+        n
+        for n, c in inspect.getmembers(emosdk.errors, inspect.isclass)
+        if issubclass(c, emosdk.EmosdkError)
+    }
+    assert defined <= set(emosdk.__all__)
+
+
+def test_latency_stages_are_declared_properties():
+    from emosdk.results import Latency
+
+    lat = Latency({"fusion": 1.5, "audio_encoder": 2.0}, 4.0)
+    assert lat.fusion_ms == 1.5 and lat.audio_encoder_ms == 2.0 and lat.face_encoder_ms is None
+    names = [n for n, v in vars(Latency).items() if isinstance(v, property)]
+    assert {"fusion_ms", "audio_encoder_ms", "face_detect_ms", "smoothing_ms"} <= set(names)
 
 
 def test_version_matches_package_metadata():

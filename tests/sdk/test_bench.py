@@ -7,14 +7,10 @@ import jsonschema
 import numpy as np
 import pytest
 
-from emosdk.bench import (
-    check_floors,
-    classification_report,
-    default_clips_manifest,
-    main,
-    read_manifest,
-)
+from emosdk.bench import check_floors, main
 from emosdk.errors import InputError
+from emosdk.evaluation import default_clips_manifest, read_manifest
+from emosdk.metrics import classification_report
 
 SCHEMA = json.loads(
     (Path(__file__).parents[2] / "sdk" / "emosdk" / "bench_schema.json").read_text()

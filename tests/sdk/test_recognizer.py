@@ -102,7 +102,7 @@ def test_frame_without_a_face_masks_video(rec, decoded_clips):
         ({"face": np.zeros((48, 48), np.uint8), "frame": np.zeros((48, 48), np.uint8)}, "either"),
         ({"audio": np.zeros(16000 * 61, np.float32)}, "at most 60"),
         ({"face": []}, "at least one image"),
-        ({"face": "face.png"}, "numpy image"),
+        ({"face": "face.png"}, "got str"),
         ({"face": np.zeros((2, 3, 48, 48, 3), np.uint8)}, "sequence"),
         ({"audio": np.zeros(1000, np.float32), "timestamp_ms": float("nan")}, "finite"),
     ],

@@ -33,6 +33,19 @@ def test_invalid_samples_are_never_speech(decoded_clips):
     assert vad.has_speech(audio, np.zeros(len(audio), bool)) == (False, 0.0)
 
 
+def test_a_window_gets_the_same_answer_whatever_was_heard_before(decoded_clips):
+    # WebRTC's VAD adapts to what it hears: one shared detector made a Recognizer's answers
+    # depend on its history (and on other threads)
+    vad = VoiceActivity("webrtc")
+    _, audio, _ = decoded_clips[2]
+    window = audio[4000:20000]
+    first = vad.speech_frames(window)
+    for _, other, _ in decoded_clips:
+        vad.speech_frames(other)
+        vad.speech_frames(np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.3)
+    np.testing.assert_array_equal(vad.speech_frames(window), first)
+
+
 def test_unknown_method():
     with pytest.raises(ValueError, match="method"):
         VoiceActivity("silero-v9")

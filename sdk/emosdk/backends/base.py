@@ -127,3 +127,17 @@ class Backend(abc.ABC):
 
     def _close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+
+def check_backend(name: str, backend: object, spec: GraphSpec) -> None:
+    """Raise ConfigError unless ``backend`` is a Backend whose declared interface is ``spec``'s
+    (a backend injected in place of a bundle graph must take and give the same tensors)."""
+    from ..errors import ConfigError
+
+    if not isinstance(backend, Backend):
+        raise ConfigError(f"{name}: expected an emosdk Backend, got {backend!r}")
+    if backend.spec.inputs != spec.inputs or backend.spec.outputs != spec.outputs:
+        raise ConfigError(
+            f"{name}: its spec (inputs {backend.spec.inputs}, outputs {backend.spec.outputs}) "
+            f"does not match the bundle's (inputs {spec.inputs}, outputs {spec.outputs})"
+        )

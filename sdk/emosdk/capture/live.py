@@ -18,7 +18,17 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, SourceError
 from ..results import Modality
-from .base import AudioChunk, Event, HealthEvent, Source, Tick, VideoFrame
+from .base import (
+    AudioChunk,
+    Event,
+    HealthEvent,
+    Source,
+    SourceBase,
+    SourceInfo,
+    Tick,
+    VideoFrame,
+    source_info,
+)
 
 logger = logging.getLogger("emosdk")
 
@@ -51,7 +61,7 @@ def capture_time_ms(now: float, time_info: object, block_s: float, latency_s: fl
     return now - (block_s + latency_s) * 1000.0
 
 
-class MicrophoneSource:
+class MicrophoneSource(SourceBase):
     """One open microphone: a sounddevice callback fills a bounded queue (oldest blocks dropped).
 
     Opening raises when there is no device (sounddevice raises ``PortAudioError: Error querying
@@ -84,6 +94,7 @@ class MicrophoneSource:
             ) from e
         info = sd.query_devices(device, kind="input")  # raises PortAudioError without a device
         self.name = str(info["name"])
+        self.info = SourceInfo(provides=(Modality.AUDIO,))
         self.sample_rate = int(sample_rate or info["default_samplerate"])
         self._tick_s = tick_s
         blocks = max(1, int(max_queue_s / block_s))
@@ -146,7 +157,7 @@ class MicrophoneSource:
             logger.debug("microphone close: %s", e)
 
 
-class CameraSource:
+class CameraSource(SourceBase):
     """One open camera read by its own thread; only the newest frame is kept (never blocks).
 
     Args:
@@ -184,6 +195,7 @@ class CameraSource:
         if height:
             self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
         self.index = index
+        self.info = SourceInfo(provides=(Modality.VIDEO,))
         self._tick_s = tick_s
         self._max_failures = max_failures
         self._latest: tuple[float, np.ndarray] | None = None
@@ -241,7 +253,7 @@ class CameraSource:
             self._cap.release()
 
 
-class RetryingSource:
+class RetryingSource(SourceBase):
     """Opens a source with ``factory`` and reopens it whenever opening or reading fails.
 
     While the device is away it yields a :class:`HealthEvent` (``ok=False``, with the error)
@@ -267,6 +279,7 @@ class RetryingSource:
     ) -> None:
         self._factory = factory
         self.modality = modality
+        self.info = SourceInfo(provides=(modality,))
         self._retry_s = retry_s
         self._tick_s = tick_s
         self._clock = clock
@@ -308,7 +321,7 @@ class RetryingSource:
             current.close()
 
 
-class MergedSource:
+class MergedSource(SourceBase):
     """Runs several sources in their own threads and yields their events as they arrive.
 
     The sources must share a clock (the live sources all use :func:`now_ms`). Events from
@@ -316,6 +329,9 @@ class MergedSource:
     last sample (a block plus the input latency later), a camera frame at once. ``lateness_ms``
     says how far behind an event may arrive; a stream waits that long (or until every live
     modality has delivered up to the hop) before it closes a window.
+
+    Its ``info`` declares ``lateness_ms`` and, when every merged source declares what it
+    provides, the union of those modalities.
 
     Args:
         sources: the sources to merge.
@@ -327,7 +343,11 @@ class MergedSource:
 
     def __init__(self, *sources: Source, max_events: int = 1000, lateness_ms: float = 0.0) -> None:
         self._sources = sources
-        self.lateness_ms = float(lateness_ms)
+        infos = [source_info(s) for s in sources]
+        provides = None
+        if infos and all(i.provides is not None for i in infos):
+            provides = tuple(m for m in Modality if any(m in i.provides for i in infos))
+        self.info = SourceInfo(provides=provides, lateness_ms=lateness_ms)
         self._queue: queue.Queue = queue.Queue(maxsize=max_events)
         self._closed = False
         self._threads: list[threading.Thread] = []
@@ -406,7 +426,7 @@ def live_source(
         raise BackendUnavailableError("live capture needs a microphone, a camera or both")
     # a microphone block arrives a block (50 ms) plus the input latency after its first sample;
     # 250 ms covers that on common hardware, and a stream waits only when a device lags
-    source = parts[0] if len(parts) == 1 else MergedSource(*parts, lateness_ms=LIVE_LATENESS_MS)
-    # the modalities this source can deliver: a stream reports the others as "not used"
-    source.provides = tuple(p.modality for p in parts)
-    return source
+    # each part declares the modality it delivers: a stream reports the others as "not used"
+    if len(parts) == 1:
+        return parts[0]
+    return MergedSource(*parts, lateness_ms=LIVE_LATENESS_MS)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, InputError, SourceError
 from ..results import Modality
-from .base import AudioChunk, Event, VideoFrame
+from .base import AudioChunk, Event, SourceBase, SourceInfo, VideoFrame
 
 logger = logging.getLogger("emosdk")
 
@@ -21,7 +21,7 @@ SAMPLE_RATE = 16_000
 _REORDER_MS = 500.0  # containers interleave audio and video only roughly in time order
 
 
-class MediaFileSource:
+class MediaFileSource(SourceBase):
     """Decodes a media file's audio (to 16 kHz mono float32) and video (to BGR uint8 frames).
 
     Timestamps come from the streams' presentation times, so audio and video stay on one timeline
@@ -34,7 +34,8 @@ class MediaFileSource:
         video: decode the video stream (if any).
 
     Raises:
-        InputError: the file does not exist or has neither audio nor video.
+        InputError: the file does not exist, has neither audio nor video, or nothing in it
+            decodes.
         BackendUnavailableError: PyAV is not installed (``pip install "emosdk[capture]"``).
     """
 
@@ -53,22 +54,36 @@ class MediaFileSource:
             raise InputError(f"source: expected an existing media file, got {str(path)!r}")
         try:
             with av.open(str(self.path)) as c:
-                self.has_audio = audio and bool(c.streams.audio)
-                self.has_video = video and bool(c.streams.video)
-        except av.error.FFmpegError as e:
+                streams = [
+                    *(c.streams.audio[:1] if audio else ()),
+                    *(c.streams.video[:1] if video else ()),
+                ]
+                self.has_audio = any(st.type == "audio" for st in streams)
+                self.has_video = any(st.type == "video" for st in streams)
+                # a file that opens may still hold nothing decodable (a truncated or mislabelled
+                # file): refuse it here, with its name, rather than stream nothing from it
+                first = next(c.decode(*streams), None) if streams else None
+        except (av.error.FFmpegError, AttributeError, ValueError) as e:
             raise InputError(f"source: {self.path} is not a readable media file ({e})") from None
         if not (self.has_audio or self.has_video):
             raise InputError(f"source: {self.path} has no audio or video stream to read")
+        if first is None:
+            raise InputError(
+                f"source: {self.path} has an audio or video stream but no frame of it decodes "
+                "(empty, truncated or not a media file)"
+            )
         # what this source can deliver; a stream reports the rest with these reasons
-        self.provides = tuple(
-            m
-            for m, ok in ((Modality.AUDIO, self.has_audio), (Modality.VIDEO, self.has_video))
-            if ok
+        self.info = SourceInfo(
+            provides=tuple(
+                m
+                for m, ok in ((Modality.AUDIO, self.has_audio), (Modality.VIDEO, self.has_video))
+                if ok
+            ),
+            absent_reasons={
+                Modality.AUDIO: "the file has no audio stream" if audio else "audio not read",
+                Modality.VIDEO: "the file has no video stream" if video else "video not read",
+            },
         )
-        self.absent_reasons = {
-            Modality.AUDIO: "the file has no audio stream" if audio else "audio not read",
-            Modality.VIDEO: "the file has no video stream" if video else "video not read",
-        }
         self._realtime = realtime
         self._closed = False
 

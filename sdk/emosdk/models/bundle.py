@@ -118,6 +118,13 @@ class ModelBundle:
     def graph_path(self, role: str) -> Path:
         return self.path / self.graphs[role].file
 
+    def variant_files(self, precision: str) -> Mapping[str, str]:
+        """Role -> file of the graphs that replace the fp32 ones at ``precision`` (``variants``
+        in ``model.json``; empty for fp32 or when the bundle has none)."""
+        if precision == "fp32":
+            return {}
+        return self.meta.get("variants", {}).get(precision, {})
+
     @property
     def size_bytes(self) -> int:
         return (

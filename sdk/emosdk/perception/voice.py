@@ -39,12 +39,13 @@ class VoiceActivity:
         min_speech_ms: float = 90.0,
         sample_rate: int = 16_000,
     ) -> None:
-        self._vad = None
+        self._webrtcvad = None
+        self.aggressiveness = aggressiveness
         if method in ("auto", "webrtc"):
             try:
                 import webrtcvad
 
-                self._vad = webrtcvad.Vad(aggressiveness)
+                self._webrtcvad = webrtcvad
             except ImportError as e:
                 if method == "webrtc":
                     from ..errors import BackendUnavailableError
@@ -54,8 +55,10 @@ class VoiceActivity:
                         '"emosdk[capture]"'
                     ) from e
         elif method != "energy":
-            raise ValueError(f"method: expected 'auto', 'webrtc' or 'energy', got {method!r}")
-        self.method = "webrtc" if self._vad is not None else "energy"
+            from ..errors import ConfigError
+
+            raise ConfigError(f"method: expected 'auto', 'webrtc' or 'energy', got {method!r}")
+        self.method = "webrtc" if self._webrtcvad is not None else "energy"
         self.min_rms = min_rms
         self.min_speech_ms = min_speech_ms
         self.sample_rate = sample_rate
@@ -73,12 +76,15 @@ class VoiceActivity:
         loud = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1)) >= self.min_rms
         if valid is not None:
             loud &= valid[: n * self.frame_len].reshape(n, self.frame_len).all(axis=1)
-        if self._vad is None:
+        if self._webrtcvad is None:
             return loud
+        # WebRTC's VAD adapts to what it has heard: a fresh one per call (0.6 us) makes each
+        # window's answer depend on that window alone, the same in any order or thread
+        vad = self._webrtcvad.Vad(self.aggressiveness)
         pcm16 = (np.clip(frames, -1.0, 1.0) * 32767).astype("<i2")
         voiced = np.array(
             [
-                bool(loud[i]) and self._vad.is_speech(pcm16[i].tobytes(), self.sample_rate)
+                bool(loud[i]) and vad.is_speech(pcm16[i].tobytes(), self.sample_rate)
                 for i in range(n)
             ]
         )

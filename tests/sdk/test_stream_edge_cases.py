@@ -1,4 +1,4 @@
-"""Regressions found in review: long chunks, channel order, source reuse, per-stream smoothing,
+"""Streams at their edges: long chunks, channel order, source reuse, per-stream smoothing,
 errors after close, malformed chunks, failed calibration."""
 
 import itertools

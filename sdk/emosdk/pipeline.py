@@ -1,0 +1,323 @@
+"""The shared core of ``predict`` and streams: one window from buffers to an ``EmotionResult``.
+
+A :class:`Pipeline` holds what every window needs (the bundle's graphs, the front ends, voice
+activity, the face detector, the calibration) and no per-stream state: a Recognizer owns one,
+``predict`` and every :class:`~emosdk.stream.StreamSession` use it. Its methods return their
+reasons and stage timings instead of filling the caller's dicts. It is safe to call from several
+threads: the graphs' sessions run concurrently, voice activity keeps no state between calls, and
+the face detector (which is not thread-safe) is used under a lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _validate, health
+from .backends import Backend
+from .buffers import FrameBuffer, step_mask
+from .config import RecognizerConfig
+from .errors import EmosdkError, ModelError
+from .features.audio import log_mel
+from .features.face import normalize_face
+from .models import ModelBundle
+from .results import EmotionResult, Latency, Modality
+from .scores import Calibration, Smoother, softmax
+
+Stages = dict[str, float]
+
+
+def add_stages(into: Stages, more: Mapping[str, float]) -> Stages:
+    """Sum stage timings into ``into`` (returned for convenience)."""
+    for name, ms in more.items():
+        into[name] = into.get(name, 0.0) + ms
+    return into
+
+
+def feature_dim(bundle: ModelBundle, name: str) -> int:
+    """The fixed feature size of a fusion input (the runtime sizes its buffers with it)."""
+    dim = bundle.graphs["fusion"].input(name).shape[-1]
+    if not isinstance(dim, int):
+        raise ModelError(f"{bundle.path}: fusion input {name!r} needs a fixed feature size")
+    return dim
+
+
+@dataclass(frozen=True)
+class AudioWindow:
+    """The audio encoder's view of one window.
+
+    Attributes:
+        seq: (1, T, D) encoder output, zeros where masked.
+        mask: (1, T) 1.0 for the steps that count.
+        coverage: share of the window's real (not padding) samples that were captured.
+        missing: why the window's audio does not count, or None.
+        stages: time spent (ms) per stage.
+    """
+
+    seq: np.ndarray
+    mask: np.ndarray
+    coverage: float
+    missing: str | None
+    stages: Mapping[str, float] = field(default_factory=dict)
+
+
+class Pipeline:
+    """Graphs, front ends and perception shared by predict and streams (see module docstring).
+
+    Args:
+        bundle: the loaded, verified model bundle.
+        config: the recognizer's options.
+        graphs: role -> backend for each of the bundle's graphs.
+    """
+
+    def __init__(
+        self, bundle: ModelBundle, config: RecognizerConfig, graphs: Mapping[str, Backend]
+    ) -> None:
+        self.bundle = bundle
+        self.config = config
+        self.graphs = graphs
+        self.labels = bundle.labels
+        self.d_audio = feature_dim(bundle, "audio")
+        self.d_video = feature_dim(bundle, "video")
+        # the caller's channel order applies to crops and frames alike
+        self.face_params = dataclasses.replace(bundle.face, color_order=config.color_order)
+        self.calibration = Calibration()
+        self.closed = False
+        self._detector = None
+        self._detector_lock = threading.Lock()
+        self._vad = None
+        if config.voice_activity != "off":
+            from .perception.voice import VoiceActivity
+
+            rate = bundle.audio.sample_rate
+            self._vad = VoiceActivity(
+                config.voice_activity if rate in (8000, 16000, 32000, 48000) else "energy",
+                min_rms=config.min_audio_rms,
+                min_speech_ms=config.min_speech_ms,
+                sample_rate=rate,
+            )
+
+    def close(self) -> None:
+        self.closed = True
+        with self._detector_lock:
+            detector, self._detector = self._detector, None
+        if detector is not None and hasattr(detector, "close"):
+            detector.close()
+
+    # -- graphs ----------------------------------------------------------------------------
+    def run(
+        self, role: str, feeds: Mapping[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], float]:
+        """Run one graph: its outputs and the milliseconds it took."""
+        if self.closed:  # a stream may outlive close()
+            raise EmosdkError("this Recognizer is closed")
+        t0 = time.perf_counter()
+        out = self.graphs[role].infer(feeds)
+        return out, (time.perf_counter() - t0) * 1e3
+
+    # -- faces -----------------------------------------------------------------------------
+    def detect(self, image: np.ndarray) -> tuple[list, float]:
+        """Faces in a full frame (largest first) and the milliseconds it took."""
+        t0 = time.perf_counter()
+        with self._detector_lock:  # detectors keep state and are not thread-safe
+            if self._detector is None:
+                from .perception.face import create_face_detector
+
+                self._detector = create_face_detector(
+                    self.config.face_detector, color_order=self.config.color_order
+                )
+            boxes = self._detector.detect(image)
+        return boxes, (time.perf_counter() - t0) * 1e3
+
+    def face_crops(
+        self, image: np.ndarray, tracker: object = None
+    ) -> tuple[list[tuple[int, np.ndarray]], float]:
+        """(track id, aligned crop) per face: the largest, or tracked faces with a tracker."""
+        from .perception.face import align, crop
+
+        boxes, ms = self.detect(image)
+        boxes = tracker.update(boxes) if tracker is not None else boxes[:1]
+        cut = align if self.config.align_faces else crop
+        t0 = time.perf_counter()
+        crops = [(b.track_id, cut(image, b)) for b in boxes]
+        return crops, ms + (time.perf_counter() - t0) * 1e3
+
+    def embed(self, crops: Sequence[np.ndarray], name: str) -> tuple[np.ndarray, Stages]:
+        """Face embeddings (N, d_video) of face crops, in one batch."""
+        if not crops:
+            return np.zeros((0, self.d_video), np.float32), {}
+        t0 = time.perf_counter()
+        batch = np.stack(
+            [normalize_face(c, self.face_params, f"{name}[{i}]") for i, c in enumerate(crops)]
+        )
+        stages = {"face_preprocess": (time.perf_counter() - t0) * 1e3}
+        out, ms = self.run("face_encoder", {"face": batch})
+        stages["face_encoder"] = ms
+        return next(iter(out.values())), stages
+
+    def encode_images(
+        self, items: Sequence[np.ndarray | None], is_face: bool
+    ) -> tuple[list[np.ndarray | None], Stages]:
+        """Face embeddings per image (None where there is no image or no face)."""
+        name = "face" if is_face else "frame"
+        crops: list[np.ndarray | None] = []
+        stages: Stages = {}
+        for i, img in enumerate(items):
+            if img is None:
+                crops.append(None)
+                continue
+            _validate.image(f"{name}[{i}]", img, "an image (H, W) or (H, W, 1|3)")
+            if is_face:
+                crops.append(img)
+            else:
+                found, ms = self.face_crops(img)
+                add_stages(stages, {"face_detect": ms})
+                crops.append(found[0][1] if found else None)
+        present = [i for i, c in enumerate(crops) if c is not None]
+        embs: list[np.ndarray | None] = [None] * len(crops)
+        vectors, embed_stages = self.embed([crops[i] for i in present], name)
+        for j, e in zip(present, vectors):
+            embs[j] = e
+        return embs, add_stages(stages, embed_stages)
+
+    # -- one window ------------------------------------------------------------------------
+    def speech(self, pcm: np.ndarray, valid: np.ndarray) -> tuple[bool, float]:
+        """Whether the window holds enough speech, and how many ms (voice activity off: True)."""
+        if self._vad is None:
+            return True, 0.0
+        return self._vad.has_speech(pcm, valid)
+
+    def audio_window(
+        self,
+        pcm: np.ndarray,
+        valid: np.ndarray,
+        padding: np.ndarray | None = None,
+        known_missing: bool = False,
+    ) -> AudioWindow:
+        """Encode one window of audio.
+
+        ``padding`` marks samples that only fill the window up to the model's length (a short
+        clip, the start of a stream): digital silence that the encoder sees as present, as in
+        training, but that counts neither as coverage nor as speech. With ``known_missing``
+        (the audio is already known to be absent) or when :mod:`emosdk.health` says the audio
+        does not count, the encoder is not run and the tensors are zeros.
+        """
+        p = self.bundle.audio
+        k = self.bundle.stream.audio_frames_per_step
+        shortest = p.win_length + (k - 1) * p.hop_length  # one encoder step needs k frames
+        if len(pcm) < shortest:  # pad very short audio with invalid silence
+            pad = shortest - len(pcm)
+            pcm = np.concatenate([pcm, np.zeros(pad, np.float32)])
+            valid = np.concatenate([valid, np.zeros(pad, bool)])
+            if padding is not None:
+                padding = np.concatenate([padding, np.zeros(pad, bool)])
+        n_steps = max(1, p.num_frames(len(pcm)) // k)
+        seq = np.zeros((1, n_steps, self.d_audio), np.float32)
+        mask = np.zeros((1, n_steps), np.float32)
+        real = valid if padding is None else valid[~padding]
+        coverage = float(real.mean()) if len(real) else 0.0
+        if known_missing:
+            return AudioWindow(seq, mask, coverage, None)
+        speech, speech_ms = self.speech(pcm, valid)
+        vad = self._vad.method if self._vad is not None else None
+        reason = health.audio_missing(
+            bool(valid.any()), speech, speech_ms, vad, self.config.min_speech_ms
+        )
+        if reason is not None:
+            return AudioWindow(seq, mask, coverage, reason)
+        t0 = time.perf_counter()
+        mel = log_mel(pcm, p)[None]  # (1, frames, n_mels)
+        stages = {"audio_frontend": (time.perf_counter() - t0) * 1e3}
+        out, stages["audio_encoder"] = self.run("audio_encoder", {"logmel": mel})
+        emb = out["audio_emb"]
+        present = valid if padding is None else valid | padding
+        mask = step_mask(present, emb.shape[1], k * p.hop_length)[None]
+        reason = health.audio_steps_missing(mask)
+        if reason is not None:
+            return AudioWindow(np.zeros_like(emb, np.float32), mask, coverage, reason, stages)
+        seq = np.ascontiguousarray(emb * mask[..., None], dtype=np.float32)
+        return AudioWindow(seq, mask, coverage, None, stages)
+
+    def fuse(
+        self,
+        start: float,
+        end: float,
+        audio: AudioWindow,
+        frames: FrameBuffer,
+        known: Mapping[Modality, str],
+        stages: Mapping[str, float],
+        *,
+        smoother: Smoother | None,
+        reach_ms: float | None = None,
+        recent_ms: float | None = None,
+        track_id: int = 0,
+        dropped: str | None = None,
+    ) -> EmotionResult:
+        """Fuse one window's audio with one face track's frames into a result.
+
+        Args:
+            start, end: the window (ms).
+            audio: from :meth:`audio_window`.
+            frames: the face track's embeddings.
+            known: modalities already known to be absent, with the reason.
+            stages: time already spent on this window (ms per stage).
+            smoother: the stream's (track's) smoother; None reports the raw scores.
+            reach_ms: widens the frame lookup (predict's few images span the whole window).
+            recent_ms: video is missing as soon as that last stretch has no face (streams).
+            track_id: the face track the result belongs to.
+            dropped: why recent frames were dropped, for a window without frames.
+        """
+        stages = dict(stages)
+        missing = dict(known)
+        if audio.missing is not None and Modality.AUDIO not in missing:
+            missing[Modality.AUDIO] = audio.missing
+        add_stages(stages, audio.stages)
+        fps = self.bundle.stream.video_fps
+        video, vmask, seen = frames.grid(start, end, fps, self.d_video, reach_ms)
+        coverage = {Modality.AUDIO: audio.coverage, Modality.VIDEO: float(vmask.mean())}
+        if Modality.VIDEO not in missing:
+            recent = max(1, int(round(recent_ms / 1000.0 * fps))) if recent_ms else None
+            reason = health.video_missing(
+                vmask, seen, self.config.min_face_fraction, recent, recent_ms, dropped
+            )
+            if reason is not None:
+                missing[Modality.VIDEO] = reason
+        used = tuple(m for m in Modality if m not in missing)
+        if not used:
+            return EmotionResult(
+                None, {}, {}, end, (start, end), (), missing, coverage, Latency(stages), track_id
+            )
+        audio_seq, audio_mask = audio.seq, audio.mask
+        if Modality.AUDIO in missing:
+            audio_seq, audio_mask = np.zeros_like(audio_seq), np.zeros_like(audio_mask)
+        if Modality.VIDEO in missing:
+            video[:] = 0.0
+            vmask[:] = 0.0
+        feeds = {
+            "audio": audio_seq,
+            "audio_mask": audio_mask,
+            "video": video[None],
+            "video_mask": vmask[None],
+        }
+        out, stages["fusion"] = self.run("fusion", feeds)
+        raw = self.calibration.apply(softmax(out["logits"][0]))
+        t0 = time.perf_counter()
+        probs = smoother(raw) if smoother is not None else raw
+        stages["smoothing"] = (time.perf_counter() - t0) * 1e3
+        return EmotionResult(
+            self.labels[int(np.argmax(probs))],
+            dict(zip(self.labels, map(float, probs), strict=True)),
+            dict(zip(self.labels, map(float, raw), strict=True)),
+            end,
+            (start, end),
+            used,
+            missing,
+            coverage,
+            Latency(stages),
+            track_id,
+        )
