@@ -19,6 +19,7 @@ MAX_SAMPLE_RATE = 384_000
 MAX_AUDIO_CHANNELS = 2
 MAX_FLOAT_PEAK = 2.0  # float PCM is [-1, 1]; a little overshoot is tolerated, int-scaled is not
 MAX_IMAGES = 2000  # images per predict window
+MAX_ASPECT = 16  # no camera frame or face crop is 16 times wider than high (or higher)
 
 
 def describe(x: object) -> str:
@@ -109,6 +110,12 @@ def image(name: str, x: object, expected: str) -> np.ndarray:
         raise InputError(f"{name}: expected {expected}, got shape {x.shape}")
     if x.shape[0] < 8 or x.shape[1] < 8:
         raise InputError(f"{name}: expected {expected} at least 8x8 pixels, got shape {x.shape}")
+    if max(x.shape[:2]) > MAX_ASPECT * min(x.shape[:2]):
+        raise InputError(
+            f"{name}: expected {expected}; got shape {x.shape}, {max(x.shape[:2])} by "
+            f"{min(x.shape[:2])} pixels: a frame's channels must be 1 or 3 (an (H, W, C) array "
+            "with more channels reads as C-pixel-wide images)"
+        )
     if x.dtype.kind == "f" and (x.min() < 0.0 or x.max() > 1.0):
         raise InputError(f"{name}: expected {expected}; float images must lie in [0, 1]")
     return x

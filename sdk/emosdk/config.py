@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 SMOOTHING = ("none", "ema")
 VOICE_ACTIVITY = ("auto", "webrtc", "energy", "off")
 FACE_DETECTORS = ("auto", "mediapipe", "haar")
+MIN_HOP_S = 0.05  # at most 20 results per second of input
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,8 @@ class RecognizerConfig:
             CUDA, CPU among those installed.
         num_threads: CPU threads per graph (0 = let ONNX Runtime decide).
         window_s: Analysis window in seconds; ``None`` uses the model's.
-        hop_s: Interval between streamed results in seconds; ``None`` uses the model's.
+        hop_s: Interval between streamed results in seconds (at least 0.05); ``None`` uses the
+            model's.
         smoothing: ``"ema"`` (exponential moving average of class probabilities across hops) or
             ``"none"``. Raw scores are kept in every result either way.
         smoothing_alpha: EMA weight of the newest result, in (0, 1]; 1 means no smoothing.
@@ -113,7 +116,7 @@ class RecognizerConfig:
         if self.window_s is not None:
             number("window_s", 0.0, 60.0)
         if self.hop_s is not None:
-            number("hop_s", 0.0, 60.0)
+            number("hop_s", MIN_HOP_S, 60.0, lo_open=False)
         number("smoothing_alpha", 0.0, 1.0)
         number("min_face_fraction", 0.0, 1.0, lo_open=False)
         number("min_audio_rms", 0.0, 1.0, lo_open=False)
@@ -154,3 +157,29 @@ class RecognizerConfig:
         if unknown:
             raise ConfigError(f"unknown RecognizerConfig fields: {sorted(unknown)}")
         return dataclasses.replace(self, **changes)
+
+
+def _checked_init(init):
+    """Wrap the dataclass ``__init__`` so that unknown fields and too many positional
+    arguments are a ConfigError naming the fields, not a plain TypeError."""
+    names = [f.name for f in dataclasses.fields(RecognizerConfig)]
+
+    @functools.wraps(init)
+    def checked(self, *args: object, **kwargs: object) -> None:
+        unknown = sorted(set(kwargs) - set(names))
+        if unknown:
+            raise ConfigError(f"unknown RecognizerConfig fields {unknown}; the fields are {names}")
+        if len(args) > len(names):
+            raise ConfigError(
+                f"RecognizerConfig takes at most {len(names)} positional arguments ({names}), "
+                f"got {len(args)}; pass options by name"
+            )
+        try:
+            init(self, *args, **kwargs)
+        except TypeError as e:  # e.g. a field given both by position and by name
+            raise ConfigError(f"RecognizerConfig: {e}") from None
+
+    return checked
+
+
+RecognizerConfig.__init__ = _checked_init(RecognizerConfig.__init__)

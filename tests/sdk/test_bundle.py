@@ -48,7 +48,7 @@ def test_a_missing_file_is_named(bundle_copy):
     [
         (lambda m: m.pop("labels"), "labels"),
         (lambda m: m.update(format_version=99), "format_version"),
-        (lambda m: m["audio"].pop("n_mels"), "front-end"),
+        (lambda m: m["audio"].pop("n_mels"), "n_mels"),
         (lambda m: m["graphs"].pop("fusion"), "missing graphs"),
         (lambda m: m["files"].update({"../escape.onnx": "0" * 64}), "outside"),
         (lambda m: m.update(labels=["a", "b"]), "6 classes but 2 labels"),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 import time
 from collections.abc import Iterator, Sequence
 
@@ -11,10 +9,10 @@ import numpy as np
 
 from .. import _validate
 from ..errors import InputError
-from .base import AudioChunk, Event, VideoFrame
+from .base import AudioChunk, Event, SourceBase, VideoFrame, event_time
 
 
-class ArraySource:
+class ArraySource(SourceBase):
     """Replays PCM audio and/or a sequence of frames as a stream.
 
     Args:
@@ -66,13 +64,7 @@ class ArraySource:
         self._frames = frames
         self._is_face = bool(faces_are_crops)
         self._realtime = bool(realtime)
-        if (
-            isinstance(start_ms, bool)
-            or not isinstance(start_ms, numbers.Real)
-            or not (math.isfinite(start_ms))
-        ):
-            raise InputError(f"start_ms: expected a finite number, got {start_ms!r}")
-        self._start = float(start_ms)
+        self._start = event_time("start_ms", start_ms)
         self._closed = False
 
     @property

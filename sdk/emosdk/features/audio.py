@@ -95,18 +95,62 @@ def resample(x: np.ndarray, orig_sr: int, target_sr: int = TARGET_SAMPLE_RATE) -
     cutoff = min(1.0, target_sr / orig_sr) * 0.97  # keep a little guard band below Nyquist
     span = int(math.ceil(half_width / cutoff))
     beta = 8.6
-    out = np.empty(n_out, np.float32)
     offsets = np.arange(-span, span + 1)
     xp = np.pad(x.astype(np.float64), (span, span + 1))
+    # output n sits at input position n * down / up: its phase repeats every `up` outputs, so
+    # for common rate pairs one kernel per phase, computed once, serves every call
+    g = math.gcd(orig_sr, target_sr)
+    up, down = target_sr // g, orig_sr // g
+    table = _phase_kernels(up, down, span, cutoff, beta) if up * len(offsets) <= 60_000 else None
+    if table is not None and n_out >= 200 * up:
+        return _resample_polyphase(xp, n_out, up, down, offsets, span, table)
+    out = np.empty(n_out, np.float32)
     step = 8192  # output samples per block keeps the (block, taps) matrix small
     for start in range(0, n_out, step):
-        t = np.arange(start, min(n_out, start + step)) * (orig_sr / target_sr)  # input positions
-        base = np.floor(t).astype(np.int64)
+        n = np.arange(start, min(n_out, start + step))
+        if table is not None:
+            base = (n * down) // up
+            w = table[n % up]
+        else:
+            t = n * (orig_sr / target_sr)  # input positions
+            base = np.floor(t).astype(np.int64)
+            w = _kaiser_sinc_kernel(t[:, None] - (base[:, None] + offsets), cutoff, span, beta)
         idx = base[:, None] + offsets[None, :]  # (block, taps)
-        phase = t[:, None] - idx
-        w = _kaiser_sinc_kernel(phase, cutoff, span, beta)
-        out[start : start + len(t)] = (xp[idx + span] * w).sum(axis=1)
+        out[start : start + len(n)] = (xp[idx + span] * w).sum(axis=1)
     return out
+
+
+@lru_cache(maxsize=16)
+def _phase_kernels(up: int, down: int, span: int, cutoff: float, beta: float) -> np.ndarray:
+    """(up, taps) kernels: row r for the outputs at phase ``(r * down mod up) / up``."""
+    offsets = np.arange(-span, span + 1)
+    phase = (np.arange(up) * down % up / up)[:, None] - offsets[None, :]
+    table = _kaiser_sinc_kernel(phase, cutoff, span, beta)
+    table.setflags(write=False)
+    return table
+
+
+def _resample_polyphase(
+    xp: np.ndarray,
+    n_out: int,
+    up: int,
+    down: int,
+    offsets: np.ndarray,
+    span: int,
+    table: np.ndarray,
+) -> np.ndarray:
+    """:func:`resample` for long inputs: the outputs of each phase ``r`` (``r, r + up, ...``)
+    are a strided sum over the input with one kernel, in numpy vector operations."""
+    out = np.empty(n_out, np.float64)
+    for r in range(up):
+        count = (n_out - 1 - r) // up + 1
+        base = (r * down) // up  # input sample at or before output r
+        acc = np.zeros(count)
+        for k, wk in zip(offsets, table[r]):
+            first = base + k + span
+            acc += wk * xp[first : first + (count - 1) * down + 1 : down]
+        out[r::up] = acc
+    return out.astype(np.float32)
 
 
 def _hz_to_mel(f: np.ndarray | float) -> np.ndarray:

@@ -6,9 +6,13 @@ file before anything is loaded. A bundle holds no pickled Python objects.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import math
+import re
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +29,15 @@ FORMAT_VERSION = 1
 MANIFEST = "model.json"
 GRAPH_ROLES = ("audio_encoder", "face_encoder", "fusion")
 DTYPES = ("float32", "float16", "int64", "int32", "bool", "uint8")
+#: the tensors the runtime feeds and reads, per graph role
+REQUIRED_INPUTS = {
+    "audio_encoder": ("logmel",),
+    "face_encoder": ("face",),
+    "fusion": ("audio", "audio_mask", "video", "video_mask"),
+}
+REQUIRED_OUTPUTS = {"audio_encoder": ("audio_emb",), "fusion": ("logits",)}
+MIN_HOP_S = 0.05  # at most 20 results per second of input
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -37,14 +50,19 @@ class TensorSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str) -> TensorSpec:
-        try:
-            name, shape, dtype = d["name"], tuple(d["shape"]), d["dtype"]
-        except (KeyError, TypeError) as e:
-            raise ModelError(f"{where}: tensor spec needs name, shape and dtype ({e})") from None
-        if dtype not in DTYPES:
+        if not isinstance(d, Mapping) or not all(k in d for k in ("name", "shape", "dtype")):
+            raise ModelError(f"{where}: a tensor spec needs name, shape and dtype, got {d!r:.80}")
+        name, shape, dtype = d["name"], d["shape"], d["dtype"]
+        if not isinstance(name, str) or not name:
+            raise ModelError(f"{where}: tensor name must be a non-empty string, got {name!r:.80}")
+        if not isinstance(shape, list) or not 0 < len(shape) <= 8:
+            raise ModelError(f"{where}: tensor {name!r} shape must be a list of 1-8 dims")
+        shape = tuple(shape)
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise ModelError(f"{where}: tensor {name!r} has unsupported dtype {dtype!r}")
         for dim in shape:
-            if not (isinstance(dim, str) or (isinstance(dim, int) and dim > 0)):
+            ok_int = isinstance(dim, int) and not isinstance(dim, bool) and dim > 0
+            if not (ok_int or (isinstance(dim, str) and dim)):
                 raise ModelError(f"{where}: tensor {name!r} has invalid dimension {dim!r}")
         return cls(name, shape, dtype)
 
@@ -83,6 +101,18 @@ class StreamParams:
     hop_s: float = 0.5
     video_fps: float = 5.0
     audio_frames_per_step: int = 4
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.window_s <= 60.0:
+            raise ValueError(f"window_s must be in (0, 60], got {self.window_s}")
+        if not MIN_HOP_S <= self.hop_s <= self.window_s:
+            raise ValueError(f"hop_s must be in [{MIN_HOP_S}, window_s], got {self.hop_s}")
+        if not 0.0 < self.video_fps <= 120.0:
+            raise ValueError(f"video_fps must be in (0, 120], got {self.video_fps}")
+        if not 1 <= self.audio_frames_per_step <= 64:
+            raise ValueError(
+                f"audio_frames_per_step must be in [1, 64], got {self.audio_frames_per_step}"
+            )
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StreamParams:
@@ -144,20 +174,127 @@ def sha256_file(path: Path) -> str:
 def _require(meta: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
     if key not in meta:
         raise ModelError(f"{where}: missing required key {key!r}")
-    if not isinstance(meta[key], kind):
+    if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
         raise ModelError(f"{where}: key {key!r} must be a {kind.__name__}")
     return meta[key]
+
+
+def params_from_dict(
+    cls: type, d: Mapping[str, Any], where: str, optional: tuple[str, ...] = ()
+) -> Any:
+    """A front-end or stream parameter dataclass from ``model.json``, every field required (the
+    runtime never guesses a parameter; ``optional`` names those older bundles may lack) and
+    type-checked (an int field takes an int, a float field a finite number, a str a string).
+
+    Raises:
+        ModelError: a field is missing, has the wrong type, or fails the class's own checks.
+    """
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in d:
+            if f.name not in optional:
+                raise ModelError(f"{where}: missing required key {f.name!r}")
+            continue
+        v, kind = d[f.name], hints[f.name]
+        if kind is int:
+            ok = isinstance(v, int) and not isinstance(v, bool)
+        elif kind is float:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            v = float(v) if ok else v
+        elif kind is str:
+            ok = isinstance(v, str)
+        else:
+            ok = True
+        if not ok:
+            raise ModelError(
+                f"{where}: {f.name!r} must be {getattr(kind, '__name__', kind)}, got {v!r:.80}"
+            )
+        values[f.name] = v
+    try:
+        return cls(**values)
+    except (TypeError, ValueError, ZeroDivisionError) as e:
+        raise ModelError(f"{where}: invalid parameters ({e})") from None
+
+
+def _graph_spec(role: str, g: object, files: Mapping[str, str], where: str) -> GraphSpec:
+    gw = f"{where} graphs.{role}"
+    if not isinstance(g, dict) or not isinstance(g.get("file"), str):
+        raise ModelError(f"{gw}: needs file, inputs and outputs")
+    if g["file"] not in files:
+        raise ModelError(f"{gw}: file {g['file']!r} has no SHA-256 entry under files")
+    tensors = {}
+    for key in ("inputs", "outputs"):
+        items = g.get(key, [])
+        if not isinstance(items, list):
+            raise ModelError(f"{gw}: {key} must be a list of tensor specs")
+        tensors[key] = tuple(TensorSpec.from_dict(t, gw) for t in items)
+        names = [t.name for t in tensors[key]]
+        if len(set(names)) != len(names):
+            raise ModelError(f"{gw}: {key} repeat a name ({names})")
+    spec = GraphSpec(role, g["file"], tensors["inputs"], tensors["outputs"])
+    have_in = {t.name for t in spec.inputs}
+    have_out = {t.name for t in spec.outputs}
+    need_in = [n for n in REQUIRED_INPUTS.get(role, ()) if n not in have_in]
+    need_out = [n for n in REQUIRED_OUTPUTS.get(role, ()) if n not in have_out]
+    if need_in or need_out:
+        raise ModelError(
+            f"{gw}: the runtime needs inputs {list(REQUIRED_INPUTS.get(role, ()))} and outputs "
+            f"{list(REQUIRED_OUTPUTS.get(role, ()))}; missing {need_in + need_out}"
+        )
+    if not spec.outputs:
+        raise ModelError(f"{gw}: declares no outputs")
+    return spec
+
+
+def _variants(meta: Mapping[str, Any], files: Mapping[str, str], where: str) -> None:
+    """``variants``: precision -> role -> a file listed (and so hash-checked) under ``files``."""
+    variants = meta.get("variants", {})
+    if not isinstance(variants, dict):
+        raise ModelError(f"{where}: variants must be an object precision -> role -> file")
+    for precision, roles in variants.items():
+        if not isinstance(roles, dict):
+            raise ModelError(f"{where}: variants.{precision} must be an object role -> file")
+        for role, name in roles.items():
+            if role not in meta["graphs"]:
+                raise ModelError(f"{where}: variants.{precision} names unknown graph {role!r}")
+            if not isinstance(name, str) or name not in files:
+                raise ModelError(
+                    f"{where}: variants.{precision}.{role} file {name!r:.80} has no SHA-256 "
+                    "entry under files (every graph the runtime may load is hash-checked)"
+                )
+
+
+def bundle_file(path: Path, rel: object) -> Path:
+    """The real path of a file a bundle lists, refusing names that leave the bundle.
+
+    Raises:
+        ModelError: ``rel`` is not a plain relative file name inside the bundle (absolute,
+            ``..``, a NUL byte, a symlink out of it or a symlink loop).
+    """
+    where = path / MANIFEST
+    if not isinstance(rel, str) or not rel or "\0" in rel or Path(rel).is_absolute():
+        raise ModelError(f"{where}: file entry {rel!r:.80} is not a relative file name")
+    try:
+        root = path.resolve(strict=True)
+        f = (path / rel).resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # a symlink loop raises RuntimeError
+        raise ModelError(f"{where}: file entry {rel!r:.80} cannot be resolved ({e})") from None
+    if root not in f.parents:
+        raise ModelError(f"{where}: file entry {rel!r:.80} points outside the bundle")
+    return f
 
 
 def verify_files(path: Path, files: Mapping[str, str]) -> None:
     """Check that every listed file exists and matches its SHA-256; raise ModelError naming it."""
     for rel, digest in files.items():
-        f = (path / rel).resolve()
-        if path.resolve() not in f.parents:
-            raise ModelError(f"{path / MANIFEST}: file entry {rel!r} points outside the bundle")
+        f = bundle_file(path, rel)
         if not f.is_file():
-            raise ModelError(f"{f}: listed in {MANIFEST} but missing")
-        actual = sha256_file(f)
+            raise ModelError(f"{f}: listed in {MANIFEST} but missing (or not a regular file)")
+        try:
+            actual = sha256_file(f)
+        except OSError as e:
+            raise ModelError(f"{f}: cannot be read ({e})") from None
         if actual != digest:
             raise ModelError(
                 f"{f}: SHA-256 mismatch (expected {digest}, got {actual}); the file was changed "
@@ -181,8 +318,10 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> ModelBundle:
         raise ModelError(f"{manifest}: no model bundle here (model.json not found)")
     try:
         meta = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
         raise ModelError(f"{manifest}: cannot be read as JSON ({e})") from None
+    except RecursionError:
+        raise ModelError(f"{manifest}: cannot be read as JSON (nested too deeply)") from None
     where = str(manifest)
     if not isinstance(meta, dict):
         raise ModelError(f"{where}: top level must be an object")
@@ -190,36 +329,39 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> ModelBundle:
     if fmt != FORMAT_VERSION:
         raise ModelError(f"{where}: format_version {fmt} is not supported (this emosdk reads 1)")
     files = _require(meta, "files", dict, where)
-    if verify:
-        verify_files(path, files)
+    for rel, digest in files.items():
+        bundle_file(path, rel)
+        if not isinstance(digest, str) or (verify and not _SHA256.fullmatch(digest)):
+            raise ModelError(f"{where}: files.{rel} must be a SHA-256 in hex, got {digest!r:.80}")
     labels = tuple(_require(meta, "labels", list, where))
-    if not labels or not all(isinstance(x, str) for x in labels):
+    if not labels or not all(isinstance(x, str) and x for x in labels):
         raise ModelError(f"{where}: labels must be a non-empty list of strings")
-    try:
-        audio = LogMelParams.from_dict(_require(meta, "audio", dict, where))
-        face = FaceParams.from_dict(_require(meta, "face", dict, where))
-        stream = StreamParams.from_dict(_require(meta, "stream", dict, where))
-    except (KeyError, TypeError, ValueError) as e:
-        raise ModelError(f"{where}: invalid front-end or stream parameters ({e})") from None
-    graphs = {}
-    for role, g in _require(meta, "graphs", dict, where).items():
-        gw = f"{where} graphs.{role}"
-        if not isinstance(g, dict) or "file" not in g:
-            raise ModelError(f"{gw}: needs file, inputs and outputs")
-        if g["file"] not in files:
-            raise ModelError(f"{gw}: file {g['file']!r} has no SHA-256 entry under files")
-        graphs[role] = GraphSpec(
-            role=role,
-            file=g["file"],
-            inputs=tuple(TensorSpec.from_dict(t, gw) for t in g.get("inputs", [])),
-            outputs=tuple(TensorSpec.from_dict(t, gw) for t in g.get("outputs", [])),
-        )
+    if len(set(labels)) != len(labels):
+        raise ModelError(f"{where}: labels repeat a name ({list(labels)})")
+    for key in ("name", "version"):
+        if key in meta and not isinstance(meta[key], str):
+            raise ModelError(f"{where}: {key} must be a string")
+    audio = params_from_dict(LogMelParams, _require(meta, "audio", dict, where), f"{where} audio")
+    face = params_from_dict(
+        FaceParams, _require(meta, "face", dict, where), f"{where} face", ("color_order",)
+    )
+    stream = params_from_dict(
+        StreamParams, _require(meta, "stream", dict, where), f"{where} stream"
+    )
+    graphs = {
+        role: _graph_spec(role, g, files, where)
+        for role, g in _require(meta, "graphs", dict, where).items()
+    }
     missing = [r for r in GRAPH_ROLES if r not in graphs]
     if missing:
         raise ModelError(f"{where}: missing graphs {missing}")
-    n_out = graphs["fusion"].outputs[0].shape[-1] if graphs["fusion"].outputs else None
+    _variants(meta, files, where)
+    logits = next(t for t in graphs["fusion"].outputs if t.name == "logits")
+    n_out = logits.shape[-1]
     if isinstance(n_out, int) and n_out != len(labels):
         raise ModelError(f"{where}: fusion output has {n_out} classes but {len(labels)} labels")
+    if verify:
+        verify_files(path, files)
     logger.debug("loaded bundle %s %s from %s", meta.get("name"), meta.get("version"), path)
     return ModelBundle(
         path=path,
