@@ -5,6 +5,7 @@ Subcommands::
     emosdk-export onnx CHECKPOINT_DIR --out BUNDLE      # train_seed checkpoints -> bundle
     emosdk-export validate BUNDLE [--checkpoints DIR]   # onnxruntime self-checks (+ torch)
     emosdk-export quantize BUNDLE [--manifest CSV]      # dynamic-int8 variants, accuracy gate
+    emosdk-export fp16 BUNDLE [--manifest CSV]          # fp16 variants (GPU), accuracy gate
     emosdk-export engine BUNDLE [--precision fp16]      # TensorRT engines into the cache
 
 ``onnx`` and ``validate --checkpoints`` need torch and the repository's ``train`` package (run
@@ -477,20 +478,34 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fp16(args: argparse.Namespace) -> int:
+    from emosdk.export.quantize import fp16_bundle
+
+    variant = fp16_bundle(
+        args.bundle,
+        roles=tuple(args.roles) if args.roles else ("audio_encoder", "face_encoder", "fusion"),
+        manifest=args.manifest,
+        max_drop=args.max_drop,
+        force=args.force,
+    )
+    print(json.dumps({"fp16": variant}, indent=2))
+    return 0
+
+
 def cmd_engine(args: argparse.Namespace) -> int:
     from emosdk.export import tensorrt as ET
     from emosdk.models.bundle import load_bundle
 
     bundle = load_bundle(args.bundle)
-    ET.import_tensorrt()  # fail early, with the install hint
+    trt = ET.import_tensorrt()  # fail early, with the install hint
     ET.import_cudart()
     cache = ET.EngineCache(args.cache_dir)
     cache.check_writable()
-    variant = bundle.meta.get("variants", {}).get(OPSET18_VARIANT, {})
     written = {}
     for role in ET.iter_roles(args.roles, bundle.graphs):
-        onnx_path = bundle.path / variant.get(role, bundle.graphs[role].file)
         for precision in args.precision:
+            # the opset-18 copy, or the fp16/int8 graph where TensorRT needs it (engine_source)
+            onnx_path = ET.engine_source(bundle, role, precision, ET.strongly_typed(trt))
             written[f"{role}/{precision}"] = str(
                 ET.engine_for(
                     onnx_path,
@@ -605,6 +620,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_quantize)
 
     q = sub.add_parser(
+        "fp16",
+        help="add fp16 variants for NVIDIA GPUs (ONNX Runtime's CUDA provider)",
+        description="Add fp16 variants (<role>.fp16.onnx, inputs and outputs kept float32) of a "
+        "bundle's graphs, for precision='fp16' on ONNX Runtime's CUDA provider and for strongly "
+        "typed TensorRT builds. Each is compared with fp32 on the CPU (largest difference per "
+        "output into model.json); with --manifest, fp32 and fp16 are both evaluated on the CPU "
+        "and the variant is refused when macro-F1 drops by more than --max-drop, unless --force.",
+    )
+    q.add_argument("bundle", help="bundle folder (edited in place)")
+    q.add_argument("--manifest", help="held-out manifest CSV for the accuracy check")
+    q.add_argument(
+        "--max-drop", type=float, default=0.01, help="largest macro-F1 drop allowed (0.01 = 1 pt)"
+    )
+    q.add_argument("--force", action="store_true", help="keep the variant even if it loses more")
+    q.add_argument("--roles", nargs="*", help="graphs to convert (default all three)")
+    q.set_defaults(func=cmd_fp16)
+
+    q = sub.add_parser(
         "engine",
         help="build TensorRT engines into the engine cache",
         description="Build TensorRT engines of a bundle's graphs (the opset-18 variant when "
@@ -638,7 +671,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--workspace-mb", type=int, default=1024, help="builder workspace in MiB")
     q.add_argument("--cache-dir", help="engine cache folder (default $EMOSDK_ENGINE_CACHE)")
-    q.add_argument("--dla-core", type=int, help="build for this DLA core (Jetson), GPU fallback")
+    q.add_argument(
+        "--dla-core",
+        type=int,
+        help="build for this DLA core (Jetson AGX/NX Orin): static shapes (the bundle's window, "
+        "the opt batch), GPU fallback for layers the DLA cannot run",
+    )
     q.add_argument("--roles", nargs="*", help="graphs to build (default all three)")
     q.set_defaults(func=cmd_engine)
     return p

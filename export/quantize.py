@@ -1,8 +1,16 @@
-"""int8 variants of a bundle's graphs for CPUs, checked against fp32 before they are kept.
+"""Reduced-precision variants of a bundle's graphs, checked against fp32 before they are kept.
 
-Dynamic quantization (weights int8 ahead of time, activations quantised per call) with ONNX
-Runtime's quantizer. Only MatMul/Gemm are quantised by default: ORT's ConvInteger kernel is
-slower than its fp32 convolution on x86 CPUs, so quantising the convolutions costs speed.
+int8 (:func:`quantize_bundle`), for CPUs: dynamic quantization (weights int8 ahead of time,
+activations quantised per call) with ONNX Runtime's quantizer. Only MatMul/Gemm are quantised by
+default: ORT's ConvInteger kernel is slower than its fp32 convolution on x86 CPUs, so quantising
+the convolutions costs speed.
+
+fp16 (:func:`fp16_bundle`), for NVIDIA GPUs through ONNX Runtime's CUDA provider (and the graphs a
+strongly typed TensorRT >= 10.12 builds fp16 engines from): weights and activations in float16,
+inputs and outputs kept float32 (``keep_io_types``) so the runtime feeds them as it feeds fp32.
+Plain conversion of the exported graph: fp16 after ONNX Runtime's transformers optimizer
+segfaults ORT on CPUs (docs/export.md). They are checked on the CPU, where ORT runs fp16 graphs
+(slower than fp32), output by output against fp32 and, with a manifest, on accuracy.
 """
 
 from __future__ import annotations
@@ -203,7 +211,7 @@ def quantize_bundle(
     if manifest is None:
         return variant
     from emosdk import Recognizer
-    from emosdk.bench import accuracy
+    from emosdk.evaluation import accuracy
 
     scores = {}
     for precision in ("fp32", "int8"):
@@ -233,5 +241,161 @@ def quantize_bundle(
             f"{100 * max_drop:.2f}); variant removed. Pass force=True to keep it anyway."
         )
     metrics = {**meta.get("metrics", {}), "int8_check": check}
+    update_manifest(bundle_dir, metrics=metrics)
+    return variant
+
+
+FP16_CHECK_WINDOWS_S = (1.0, 3.0, 6.0)
+"""Window lengths the fp16 graphs are compared with fp32 at (with a batch of 2)."""
+
+
+def _fp16_graph(src: Path, dst: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    onnx.save(convert_float_to_float16(model, keep_io_types=True), str(dst))
+
+
+def _fp16_drift(bundle_dir: Path, roles: Sequence[str], variant: dict[str, str]) -> dict:
+    """Largest |fp16 - fp32| per output over random inputs (modalities missing included); both
+    graphs on ONNX Runtime's CPU provider. Refuses non-finite outputs."""
+    import onnxruntime as ort
+
+    from emosdk.export.cli import random_inputs
+
+    bundle = load_bundle(bundle_dir)
+    fusion = bundle.graphs["fusion"]
+    d_audio = int(fusion.input("audio").shape[-1])
+    d_video = int(fusion.input("video").shape[-1])
+    out: dict[str, dict[str, float]] = {}
+    for role in roles:
+        spec = bundle.graphs[role]
+        s32, s16 = (
+            ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+            for p in (bundle.graph_path(role), bundle_dir / variant[role])
+        )
+        worst = {t.name: 0.0 for t in spec.outputs}
+        cases = [(w, m) for w in FP16_CHECK_WINDOWS_S for m in ((True, True),)]
+        if role == "fusion":
+            cases += [(3.0, (True, False)), (3.0, (False, True))]
+        for w, modalities in cases:
+            x = random_inputs(role, 2, w, bundle, d_audio, d_video, modalities=modalities)
+            feeds = dict(zip([t.name for t in spec.inputs], x))
+            names = [t.name for t in spec.outputs]
+            for n, a, b in zip(names, s32.run(names, feeds), s16.run(names, feeds)):
+                if not np.isfinite(b).all():
+                    raise QuantizationRejectedError(
+                        f"{variant[role]}: output {n} is not finite at a {w} s window "
+                        f"(modalities {modalities}); fp32 is"
+                    )
+                worst[n] = max(worst[n], float(np.abs(a - b).max()))
+        out[role] = worst
+    return out
+
+
+def fp16_bundle(
+    bundle_dir: str | Path,
+    *,
+    roles: Sequence[str] = GRAPH_ROLES,
+    manifest: str | Path | None = None,
+    max_drop: float = MAX_MACRO_F1_DROP,
+    force: bool = False,
+) -> dict:
+    """Add fp16 variants of ``roles`` to a bundle (``<role>.fp16.onnx``; ``variants.fp16``).
+
+    When the bundle has opset-18 copies for TensorRT (``variants.opset18``), they get fp16 copies
+    too (``<role>.opset18.fp16.onnx``; ``variants.opset18_fp16``): the graphs a strongly typed
+    TensorRT (>= 10.12) builds fp16 engines from.
+
+    Every variant is compared with its fp32 graph on ONNX Runtime's CPU provider (random inputs,
+    windows of :data:`FP16_CHECK_WINDOWS_S`, a missing modality included); the largest absolute
+    difference per output goes into model.json under ``metrics.fp16_check.max_abs_diff``. With
+    ``manifest`` (held-out files, see ``emosdk-bench accuracy``), fp32 and fp16 are both evaluated
+    on the CPU and the variant is refused when macro-F1 drops by more than ``max_drop``, unless
+    ``force``; the figures go into ``metrics.fp16_check`` beside the differences.
+
+    Returns:
+        The fp16 variant map written into model.json (role -> file).
+
+    Raises:
+        QuantizationRejectedError: an fp16 output is not finite, or the accuracy check failed
+            and ``force`` is False (the variant files are removed again).
+    """
+    bundle_dir = Path(bundle_dir)
+    bundle = load_bundle(bundle_dir)
+    meta = dict(bundle.meta)
+    files = dict(meta["files"])
+    variants = dict(meta.get("variants", {}))
+    variant: dict[str, str] = {}
+    opset18 = variants.get("opset18", {})
+    variant18: dict[str, str] = {}
+    for role in roles:
+        src = bundle.graph_path(role)
+        dst = bundle_dir / f"{role}.fp16.onnx"
+        _fp16_graph(src, dst)
+        variant[role] = dst.name
+        files[dst.name] = ""
+        logger.info(
+            "fp16 %s: %.2f MB -> %.2f MB", role, src.stat().st_size / 1e6, dst.stat().st_size / 1e6
+        )
+        if role in opset18:
+            dst18 = bundle_dir / f"{role}.opset18.fp16.onnx"
+            _fp16_graph(bundle_dir / opset18[role], dst18)
+            variant18[role] = dst18.name
+            files[dst18.name] = ""
+    variants["fp16"] = variant
+    if variant18:
+        variants["opset18_fp16"] = variant18
+    written = [*variant.values(), *variant18.values()]
+
+    def remove() -> None:
+        for f in written:
+            (bundle_dir / f).unlink(missing_ok=True)
+            files.pop(f, None)
+        variants.pop("fp16", None)
+        variants.pop("opset18_fp16", None)
+        update_manifest(bundle_dir, files=files, variants=variants)
+
+    update_manifest(bundle_dir, files=files, variants=variants)
+    try:
+        drift = _fp16_drift(bundle_dir, roles, variant)
+    except QuantizationRejectedError:
+        remove()
+        raise
+    check: dict = {
+        "conversion": "onnxruntime.transformers.float16.convert_float_to_float16, keep_io_types",
+        "checked_on": "onnxruntime CPUExecutionProvider",
+        "windows_s": list(FP16_CHECK_WINDOWS_S),
+        "max_abs_diff": drift,
+    }
+    if manifest is not None:
+        from emosdk import Recognizer
+        from emosdk.evaluation import accuracy
+
+        scores = {}
+        for precision in ("fp32", "fp16"):
+            # fp16 on the CPU only because it is asked for by name: the check, not the use
+            cpu = ("CPUExecutionProvider",)
+            with Recognizer(
+                model=bundle_dir, precision=precision, providers=cpu, smoothing="none"
+            ) as rec:
+                scores[precision] = accuracy(rec, Path(manifest), "auto", None, robustness=False)
+        drop = scores["fp32"]["macro_f1"] - scores["fp16"]["macro_f1"]
+        check |= {
+            "manifest": str(manifest),
+            "fp32": {k: scores["fp32"][k] for k in ("n", "accuracy", "macro_f1")},
+            "fp16": {k: scores["fp16"][k] for k in ("n", "accuracy", "macro_f1")},
+            "macro_f1_drop": drop,
+            "max_drop": max_drop,
+            "forced": bool(force and drop > max_drop),
+        }
+        if drop > max_drop and not force:
+            remove()
+            raise QuantizationRejectedError(
+                f"fp16 loses {100 * drop:.2f} macro-F1 points on {manifest} (allowed "
+                f"{100 * max_drop:.2f}); variant removed. Pass force=True to keep it anyway."
+            )
+    metrics = {**meta.get("metrics", {}), "fp16_check": check}
     update_manifest(bundle_dir, metrics=metrics)
     return variant

@@ -56,7 +56,7 @@ _LIB_NAMES = {
 }
 
 BUILD_HINT = (
-    "Build the native kernels with the CUDA toolkit (nvcc) and CMake >= 3.24: "
+    "Build the native kernels with the CUDA toolkit (nvcc) and CMake >= 3.22: "
     "`EMOSDK_BUILD_NATIVE=1 pip install .` from a source checkout installs them into the "
     "emosdk package, or `tools/build_kernels.sh` builds them into build/kernels/ "
     "(then set EMOSDK_NATIVE_DIR=build/kernels). See docs/kernels.md."

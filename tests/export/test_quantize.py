@@ -28,7 +28,7 @@ def test_int8_variant_is_recorded_verified_and_close_to_fp32(bundle, decoded_cli
     _, audio, frames = decoded_clips[0]
     faces = [f for _, f in frames[::6]]
     with Recognizer(model=bundle) as fp32, Recognizer(model=bundle, precision="int8") as int8:
-        assert all(g.path.name.endswith(".int8.onnx") for g in int8._graphs.values())
+        assert all(g.path.name.endswith(".int8.onnx") for g in int8.graphs.values())
         a = np.array(list(fp32.predict(audio=audio, frame=faces).raw_scores.values()))
         b = np.array(list(int8.predict(audio=audio, frame=faces).raw_scores.values()))
     assert np.abs(a - b).max() < 0.05
@@ -81,3 +81,108 @@ def test_static_int8_face_encoder_calibrated_on_real_files(bundle, shared_data, 
 def test_calibration_needs_both_modalities(bundle, av_clips):
     with pytest.raises(ValueError, match="both audio files and face images"):
         quantize_bundle(bundle, calibration=sorted(av_clips[0].parent.glob("1002_*.mp3")))
+
+
+# ----- fp16 -------------------------------------------------------------------------------------
+
+
+def _gpu_providers() -> set[str]:
+    import onnxruntime as ort
+
+    return {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(
+        ort.get_available_providers()
+    )
+
+
+def test_fp16_variant_is_recorded_checked_and_runs_on_the_cpu_when_asked(bundle, decoded_clips):
+    import onnx
+
+    from emosdk.errors import BackendUnavailableError
+    from emosdk.export.quantize import fp16_bundle
+
+    variant = fp16_bundle(bundle)
+    assert variant == {r: f"{r}.fp16.onnx" for r in ("audio_encoder", "face_encoder", "fusion")}
+    meta = load_bundle(bundle).meta  # hashes of the new files verified here
+    assert set(variant.values()) <= set(meta["files"]) and meta["variants"]["fp16"] == variant
+    check = meta["metrics"]["fp16_check"]
+    assert set(check["max_abs_diff"]) == set(variant)
+    for role, worst in check["max_abs_diff"].items():
+        assert 0 < max(worst.values()) < 0.05, (role, worst)  # fp16 rounding, and only that
+    assert "manifest" not in check  # no accuracy figures without a manifest
+    for f in variant.values():  # weights in float16, inputs and outputs float32
+        g = onnx.load(str(bundle / f)).graph
+        assert onnx.TensorProto.FLOAT16 in {t.data_type for t in g.initializer}
+        assert {i.type.tensor_type.elem_type for i in g.input} == {onnx.TensorProto.FLOAT}
+    _, audio, frames = decoded_clips[0]
+    faces = [f for _, f in frames[::6]]
+    if not _gpu_providers():  # fp16 is for GPUs: said plainly here
+        with pytest.raises(BackendUnavailableError, match="onnxruntime-gpu"):
+            Recognizer(model=bundle, precision="fp16")
+    cpu = ("CPUExecutionProvider",)
+    with (
+        Recognizer(model=bundle, providers=cpu) as fp32,
+        Recognizer(model=bundle, precision="fp16", providers=cpu) as fp16,
+    ):
+        assert all(g.path.name.endswith(".fp16.onnx") for g in fp16.graphs.values())
+        a = np.array(list(fp32.predict(audio=audio, frame=faces).raw_scores.values()))
+        b = np.array(list(fp16.predict(audio=audio, frame=faces).raw_scores.values()))
+    assert 0 < np.abs(a - b).max() < 0.02  # the fp16 graphs ran (not bit-equal), close to fp32
+
+
+def test_fp16_with_an_accuracy_check_records_the_figures(bundle):
+    from emosdk.export.quantize import fp16_bundle
+
+    fp16_bundle(bundle, manifest=default_clips_manifest(), max_drop=1.0)
+    check = json.loads((bundle / "model.json").read_text())["metrics"]["fp16_check"]
+    assert check["fp32"]["n"] == check["fp16"]["n"] == 12
+    assert check["macro_f1_drop"] == pytest.approx(
+        check["fp32"]["macro_f1"] - check["fp16"]["macro_f1"]
+    )
+    assert not check["forced"] and check["checked_on"] == "onnxruntime CPUExecutionProvider"
+
+
+def test_an_fp16_variant_that_loses_accuracy_is_refused_and_removed(bundle):
+    from emosdk.export.quantize import fp16_bundle
+
+    with pytest.raises(QuantizationRejectedError, match="fp16 loses"):
+        fp16_bundle(bundle, manifest=default_clips_manifest(), max_drop=-1.0)
+    meta = load_bundle(bundle).meta
+    assert "fp16" not in meta.get("variants", {}) and "fp16_check" not in meta.get("metrics", {})
+    assert not list(bundle.glob("*.fp16.onnx"))
+
+
+def test_fp16_copies_of_the_tensorrt_graphs(bundle):
+    """A bundle with opset-18 copies for TensorRT gets fp16 copies of them too: what a strongly
+    typed TensorRT (>= 10.12) builds its fp16 engines from."""
+    from emosdk.backends.engines import engine_source
+    from emosdk.export.quantize import fp16_bundle, update_manifest
+
+    meta = load_bundle(bundle).meta
+    opset18 = {}
+    for role in ("fusion",):
+        shutil.copy(bundle / f"{role}.onnx", bundle / f"{role}.opset18.onnx")
+        opset18[role] = f"{role}.opset18.onnx"
+    update_manifest(
+        bundle,
+        files={**meta["files"], **{f: "" for f in opset18.values()}},
+        variants={"opset18": opset18},
+    )
+    fp16_bundle(bundle)
+    b = load_bundle(bundle)
+    assert b.meta["variants"]["opset18_fp16"] == {"fusion": "fusion.opset18.fp16.onnx"}
+    assert engine_source(b, "fusion", "fp16", strong=True).name == "fusion.opset18.fp16.onnx"
+    assert engine_source(b, "fusion", "fp16", strong=False).name == "fusion.opset18.onnx"
+    assert engine_source(b, "audio_encoder", "fp16", strong=True).name == "audio_encoder.fp16.onnx"
+    assert engine_source(b, "audio_encoder", "fp32", strong=True).name == "audio_encoder.onnx"
+
+
+def test_fp16_from_the_command_line(bundle, capsys):
+    from emosdk.export.cli import main
+
+    assert main(["fp16", str(bundle), "--roles", "face_encoder"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "fp16": {"face_encoder": "face_encoder.fp16.onnx"}
+    }
+    assert load_bundle(bundle).meta["variants"]["fp16"] == {
+        "face_encoder": "face_encoder.fp16.onnx"
+    }
