@@ -140,6 +140,8 @@ class Pipeline:
         """(track id, aligned crop) per face: the largest, or tracked faces with a tracker."""
         from .perception.face import align, crop
 
+        if image.dtype.kind == "f":  # [0, 1] floats: detect, align and crop on 8 bits
+            image = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         boxes, ms = self.detect(image)
         boxes = tracker.update(boxes) if tracker is not None else boxes[:1]
         cut = align if self.config.align_faces else crop

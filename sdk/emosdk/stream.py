@@ -114,6 +114,7 @@ class StreamSession:
         self._frame_dropped: str | None = None
         self.dropped: Counter[str] = Counter()
         """Events dropped, by reason (malformed, out of order, faster than the frame grid)."""
+        self._emitted = 0  # hops emitted so far
         self._finished = False
 
     def _new_smoother(self) -> Smoother:
@@ -229,7 +230,8 @@ class StreamSession:
             return [self._nothing_result()]
         self._emit_until(self._last_t + 1e-6, out, lateness=0.0)
         last_start = self._next_t - self._hop_ms
-        if self._last_t > last_start + 1.0 or self._lost:
+        if self._last_t > last_start + 1.0 or self._lost or not (self._emitted or out):
+            # the partial last hop, the source's failure, or data shorter than one hop
             out.extend(self._emit(max(self._last_t, last_start)))
         return out
 
@@ -249,6 +251,7 @@ class StreamSession:
     def _emit_next(self, out: list[EmotionResult]) -> None:
         out.extend(self._emit(self._next_t))
         self._next_t += self._hop_ms
+        self._emitted += 1
 
     def _emit_until(
         self, t: float, out: list[EmotionResult], lateness: float | None = None
@@ -338,6 +341,8 @@ class StreamSession:
         if self.dropped:
             reason += f" ({sum(self.dropped.values())} events dropped)"
         missing = {m: self._lost.get(m) or self._absent.get(m) or reason for m in Modality}
+        if self._frame_dropped is not None and Modality.VIDEO not in {**self._lost, **self._absent}:
+            missing[Modality.VIDEO] = f"{health.NO_FRAMES} (frames dropped: {self._frame_dropped})"
         coverage = dict.fromkeys(Modality, 0.0)
         return EmotionResult(None, {}, {}, 0.0, (0.0, 0.0), (), missing, coverage, Latency())
 
