@@ -1,0 +1,212 @@
+"""Export the fine-tuned Whisper audio branch to ONNX, check it, and make its smaller variants.
+
+From a finished :mod:`train.train_speech` run folder (``model.pt``) this writes, with the
+functions of ``emosdk.export`` (dynamo exporter, validation against torch on several shapes):
+
+* ``audio_encoder.opset23.onnx``: fused ``Attention`` ops (ONNX Runtime on CPUs);
+* ``audio_encoder.opset18.onnx``: MatMul/Softmax attention (TensorRT's parser);
+* ``audio_encoder.fp16w.onnx``: the opset-23 graph with its weights *stored* in float16 and cast
+  to float32 once when ONNX Runtime loads it (half the file, fp32 arithmetic; Whisper's own
+  weights are float16 in the CTranslate2 file, so little is lost);
+* ``audio_encoder.int8.onnx``: dynamic int8 (MatMul/Gemm weights int8, activations per call).
+
+Every variant is scored on the run's Test clips (the same ``Recognizer.predict`` windows, the
+ONNX graph's ``audio_emb`` through the run's classifier head): an int8 or fp16-weight variant
+losing more than :data:`emosdk.export.quantize.MAX_MACRO_F1_DROP` macro-F1 against the fp32 graph
+is refused (:class:`emosdk.export.quantize.QuantizationRejectedError`, file removed).
+
+    python -m train.export_speech /work/runs/speech/shipped --out /work/runs/speech/export
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emosdk.export.onnx import OPSET_ONNXRUNTIME, OPSET_TENSORRT, export_onnx
+from emosdk.export.quantize import MAX_MACRO_F1_DROP, QuantizationRejectedError
+from emosdk.features.whisper import WhisperMelParams
+
+from .speech_data import features, load_pcm, predict_window
+from .train_speech import Config, load_branch, run_data, scores
+from .whisper import WhisperBranchGraph
+
+logger = logging.getLogger("emosdk.train")
+
+INPUT, OUTPUT = "logmel", "audio_emb"
+TOLERANCE = 1e-3  # audio_emb is LayerNorm'd (values of order 1); measured differences ~1e-5
+
+
+def example_inputs(seed: int = 0) -> list[tuple[torch.Tensor]]:
+    """Shapes to validate on: the 3 s window, a batch of odd length, a 10 s clip."""
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randn(2, 300, 80, generator=g) * 0.3,),
+        (torch.randn(1, 300, 80, generator=g) * 0.3,),
+        (torch.randn(3, 453, 80, generator=g) * 0.3,),
+        (torch.randn(1, 1000, 80, generator=g) * 0.3,),
+    ]
+
+
+def export_graphs(
+    branch: torch.nn.Module,
+    out: Path,
+    opsets: tuple[int, ...] = (OPSET_ONNXRUNTIME, OPSET_TENSORRT),
+) -> dict[str, Path]:
+    """fp32 graphs at ``opsets`` (23 and 18), validated against torch (emosdk.export.onnx)."""
+    graph = WhisperBranchGraph(branch).eval()
+    ex = example_inputs()
+    paths = {}
+    for opset in opsets:
+        paths[f"opset{opset}"] = export_onnx(
+            graph,
+            ex[0],
+            out / f"audio_encoder.opset{opset}.onnx",
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_axes_names={INPUT: {0: "B", 1: "frames"}},
+            opset=opset,
+            check_inputs=ex[1:],
+            tolerance=TOLERANCE,
+            output_dim_names={OUTPUT: {0: "B", 1: "steps"}},
+        )
+    return paths
+
+
+def fp16_weights(src: Path, dst: Path, min_elements: int = 1024) -> Path:
+    """Store the large float32 initializers as float16, each followed by a Cast to float32.
+
+    ONNX Runtime folds the casts when it loads the graph, so the arithmetic stays float32.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    g = model.graph
+    casts = []
+    for init in g.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT:
+            continue
+        arr = numpy_helper.to_array(init)
+        if arr.size < min_elements:
+            continue
+        name = init.name
+        half = numpy_helper.from_array(arr.astype(np.float16), name + "_fp16")
+        init.CopyFrom(half)
+        casts.append(helper.make_node("Cast", [name + "_fp16"], [name], to=onnx.TensorProto.FLOAT))
+    nodes = list(g.node)
+    del g.node[:]
+    g.node.extend(casts + nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def int8_dynamic(src: Path, dst: Path) -> Path:
+    """Dynamic int8 of MatMul/Gemm (opset 23 needs the op list: ``Attention`` would otherwise be
+    taken for the contrib op; shared/notes/dependencies.md)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(src))
+    del model.graph.value_info[:]  # the exporter's value_info trips the quantizer's inference
+    tmp = dst.with_suffix(".pre.onnx")
+    onnx.save(model, str(tmp))
+    quantize_dynamic(
+        str(tmp), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
+    )
+    tmp.unlink()
+    return dst
+
+
+def session(path: Path, threads: int = 1):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def score_graph(path: Path, branch, utts, pcm) -> dict:
+    """Test figures with ``audio_emb`` from the ONNX graph and the run's torch classifier head."""
+    sess = session(path)
+    logits = []
+    for u in utts:
+        mel = features(predict_window(pcm[u.name]))[None]
+        emb = sess.run([OUTPUT], {INPUT: mel})[0]
+        with torch.no_grad():
+            logits.append(branch.classify(torch.from_numpy(emb)).numpy()[0])
+    return scores(utts, np.stack(logits))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", type=Path, help="finished train_speech run folder (model.pt)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--eval", default="test", help="evaluation set of the run to score on")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--force", action="store_true", help="keep a variant beyond the allowed drop")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    branch = load_branch(args.run)
+    paths = export_graphs(branch, args.out)
+    paths["fp16w"] = fp16_weights(paths["opset23"], args.out / "audio_encoder.fp16w.onnx")
+    paths["int8"] = int8_dynamic(paths["opset23"], args.out / "audio_encoder.int8.onnx")
+    cfg_d = json.loads((args.run / "config.json").read_text())
+    cfg = Config(
+        **{k: v for k, v in cfg_d.items() if k not in ("out", "cache_dir", "exclude")},
+        exclude=tuple(cfg_d.get("exclude", ())),
+    )
+    _, evals = run_data(cfg)
+    utts = evals[args.eval]
+    pcm = load_pcm(utts, Path(cfg_d["cache_dir"]))
+    report: dict = {
+        "run": str(args.run),
+        "eval": args.eval,
+        "frontend": WhisperMelParams().to_dict(),
+        "max_drop": MAX_MACRO_F1_DROP,
+        "variants": {},
+    }
+    ref = None
+    for name in ("opset23", "opset18", "fp16w", "int8"):
+        s = score_graph(paths[name], branch, utts, pcm)
+        ref = s if ref is None else ref
+        drop = ref["macro_f1"] - s["macro_f1"]
+        report["variants"][name] = {
+            "file": paths[name].name,
+            "mb": round(paths[name].stat().st_size / 1e6, 2),
+            "macro_f1": s["macro_f1"],
+            "micro_f1": s["micro_f1"],
+            "macro_f1_drop": drop,
+        }
+        logger.info(
+            "%s: %.2f MB, macro-F1 %.4f (drop %.4f)",
+            name,
+            *[paths[name].stat().st_size / 1e6, s["macro_f1"], drop],
+        )
+        if name in ("fp16w", "int8") and drop > MAX_MACRO_F1_DROP and not args.force:
+            paths[name].unlink()
+            report["variants"][name]["refused"] = True
+            (args.out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
+            raise QuantizationRejectedError(
+                f"{name} loses {100 * drop:.2f} macro-F1 points on {args.eval} (allowed "
+                f"{100 * MAX_MACRO_F1_DROP:.2f}); {paths[name].name} removed"
+            )
+    report["command"] = "python -m train.export_speech " + " ".join(argv or sys.argv[1:])
+    (args.out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
