@@ -263,7 +263,7 @@ def real_frames(step: int = 15, n_images: int = 12) -> list[tuple[str, np.ndarra
     """(id, BGR uint8 frame): CREMA-D clip frames, and CK+ / FER2013 faces padded into a frame.
 
     CK+ and FER2013 images are 48x48 face crops, too tight for a detector; they are upscaled
-    3x (bilinear) and centred on a 288x288 mid-grey canvas (see :func:`pad_face`).
+    3x and centred on a 288x288 mid-grey canvas (see :func:`pad_face`).
     """
     from emosdk.capture.media import read_media
 
@@ -290,10 +290,9 @@ def load_grey(path: Path) -> np.ndarray:
 
 
 def pad_face(grey: np.ndarray, scale: int = 3, canvas: int = 288) -> np.ndarray:
-    """A 48x48 face crop as a BGR frame: upscaled ``scale``x, centred on a grey canvas."""
-    import cv2
-
-    big = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    """A 48x48 face crop as a BGR frame: upscaled ``scale``x by pixel repetition (exact on every
+    platform, so the repo tests rebuild the same frame), centred on a mid-grey canvas."""
+    big = np.repeat(np.repeat(grey, scale, axis=0), scale, axis=1)
     out = np.full((canvas, canvas), 128, np.uint8)
     y = (canvas - big.shape[0]) // 2
     x = (canvas - big.shape[1]) // 2
@@ -523,8 +522,8 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--onnx", default=str(BUNDLE), help="folder with the three ONNX files")
         if name == "reference":
             s.add_argument("--out", default=str(REFERENCE))
-            s.add_argument("--step", type=int, default=15, help="every n-th frame of the clips")
-            s.add_argument("--images", type=int, default=8, help="CK+ and FER2013 images each")
+            s.add_argument("--step", type=int, default=20, help="every n-th frame of the clips")
+            s.add_argument("--images", type=int, default=6, help="CK+ and FER2013 images each")
     args = p.parse_args(argv)
     return {
         "convert": cmd_convert,
