@@ -159,7 +159,8 @@ def whisper_log_mel(pcm: np.ndarray, params: WhisperMelParams) -> np.ndarray:
     # frame i is centred on sample i * hop; Whisper drops the frame centred on the last sample
     frames = np.lib.stride_tricks.sliding_window_view(xp, params.n_fft)[:: params.hop_length]
     frames = frames[:n_frames] * _hann(params.n_fft)[None, :]
-    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2  # (frames, n_fft // 2 + 1)
+    spec = np.fft.rfft(frames, axis=1)  # (frames, n_fft // 2 + 1)
+    power = spec.real**2 + spec.imag**2  # |X|^2 without the square root of np.abs
     mel = power @ mel_filterbank(params).T  # (frames, n_mels)
     logm = np.log10(np.maximum(mel, params.log_floor))
     logm = np.maximum(logm, logm.max() - params.dynamic_range)
