@@ -50,6 +50,6 @@ CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" cmake --build "$bu
 
 echo "build_kernels: built:"
 ls -1 "$build_dir"/*.so
-if [ -x "$build_dir/test_attention_plugin" ]; then
-  echo "$build_dir/test_attention_plugin"
-fi
+for exe in sanitize_attention test_attention_plugin; do
+  if [ -x "$build_dir/$exe" ]; then echo "$build_dir/$exe"; fi
+done
