@@ -253,8 +253,12 @@ def _fp16_graph(src: Path, dst: Path) -> None:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = onnx.load(str(src))
-    onnx.save(convert_float_to_float16(model, keep_io_types=True), str(dst))
+    from emosdk.backends.onnxruntime import PRECISION_KEY
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    # the runtime reads this back (session metadata) to refuse running fp32 graphs as "fp16"
+    onnx.helper.set_model_props(model, {PRECISION_KEY: "fp16"})
+    onnx.save(model, str(dst))
 
 
 def _fp16_drift(bundle_dir: Path, roles: Sequence[str], variant: dict[str, str]) -> dict:

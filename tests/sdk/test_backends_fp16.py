@@ -79,3 +79,14 @@ def test_a_cuda_provider_that_cannot_start_is_not_a_silent_cpu_run(fp16_fixture,
     path, spec = _face(fp16_fixture)
     with pytest.raises(BackendUnavailableError, match="could not start it and would run on"):
         create_backend("auto", path, spec, precision="fp16")
+
+
+def test_an_fp32_graph_is_not_run_as_fp16(fp16_fixture):
+    """Without the bundle's fp16 variant, 'fp16' on the CUDA or CPU provider would be fp32 under
+    another name: refused, with the command that makes the variant."""
+    spec = fp16_fixture.graphs["face_encoder"]
+    fp32_graph = fp16_fixture.graph_path("face_encoder")
+    with pytest.raises(BackendUnavailableError, match="emosdk-export fp16 BUNDLE"):
+        create_backend(
+            "onnxruntime", fp32_graph, spec, precision="fp16", providers=("CPUExecutionProvider",)
+        )

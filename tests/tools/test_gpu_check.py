@@ -129,3 +129,26 @@ def test_a_run_without_a_gpu_writes_the_summary_and_skips_with_reasons(gc, tmp_p
     r = _run("--out", str(out), "--no-install", "--steps", "detect", "--require-gpu")
     assert r.returncode == 2 and "no NVIDIA GPU found" in r.stderr
     assert json.loads((out / "gpu_check.json").read_text())["steps"][0]["name"] == "detect"
+
+
+@pytest.mark.slow
+def test_bench_fp16_step_end_to_end_says_why_fp16_did_not_run_here(gc, tmp_path):
+    """The bench_fp16 step as on a GPU machine (the GPU only claimed): it makes the fp16 variant
+    on a copy of the default bundle when the bundle has none, runs emosdk-bench --engine fp16 on
+    ONNX Runtime and reads its JSON. Without a CUDA provider here the fp16 row cannot run, and
+    the step fails with emosdk's own reason instead of passing on the CPU."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("ONNX Runtime's CUDA provider is here: the step would really pass")
+    args = gc.parse_args(["--out", str(tmp_path), "--no-install", "--steps", "bench_fp16"])
+    check = gc.Check(args, tmp_path)
+    check.machine = {"gpus": [{"name": "claimed", "compute_cap": "9.0"}], "packages": {}}
+    (step,) = check.run(["bench_fp16"])
+    assert step.status == "failed", step
+    assert "fp16 did not run" in step.reason and "onnxruntime-gpu" in step.reason
+    rows = step.detail["bench"]["rows"]
+    assert {(r["backend"], r["precision"]) for r in rows} >= {("onnxruntime", "fp16")}
+    bundled = json.loads((REPO / "sdk/emosdk/models/bundled/default/model.json").read_text())
+    if "fp16" not in bundled.get("variants", {}):
+        assert step.detail["fp16_variant"].startswith("made for this check")

@@ -21,6 +21,8 @@ logger = logging.getLogger("emosdk")
 
 PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+PRECISION_KEY = "emosdk.precision"
+"""ONNX metadata key that ``emosdk-export fp16`` sets to ``fp16`` on the graphs it converts."""
 FP16_HINT = (
     "Install onnxruntime-gpu in place of onnxruntime (x86-64 or SBSA with an NVIDIA driver: "
     "`pip uninstall onnxruntime && pip install 'onnxruntime-gpu[cuda,cudnn]'`, which brings "
@@ -135,6 +137,16 @@ class OnnxRuntimeBackend(Backend):
                     f"{self.path}: precision='fp16' asked for {names[0]}, but ONNX Runtime could "
                     f"not start it and would run on {running}: the CUDA libraries it needs are "
                     f"missing or do not match the driver. {FP16_HINT}"
+                )
+        if precision == "fp16" and running[0] != "TensorrtExecutionProvider":
+            # only TensorRT's provider makes fp16 out of an fp32 graph (trt_fp16_enable); on the
+            # CUDA (or CPU) provider an fp32 graph would run in fp32 while called fp16
+            meta = self._session.get_modelmeta().custom_metadata_map
+            if meta.get(PRECISION_KEY) != "fp16":
+                raise BackendUnavailableError(
+                    f"{self.path}: precision='fp16' on {running[0]} runs the bundle's fp16 graphs, "
+                    "and this is not one (the model has no fp16 variant of this graph). Add them "
+                    "with `emosdk-export fp16 BUNDLE`, or use precision='fp32'."
                 )
         self.device = running[0]
         logger.info(
