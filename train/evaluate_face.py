@@ -31,27 +31,7 @@ from emosdk.scores import softmax
 
 from . import FER_CLASSES
 from . import data as D
-
-TTA = {
-    "none": "the face as it is",
-    "flip": "mean probabilities of the face and its mirror image",
-    "10crop": "mean over the face and 4 copies shifted by 2 px, each also mirrored (10 views)",
-}
-
-
-def face_views(x: np.ndarray, tta: str, shift: int = 2) -> list[np.ndarray]:
-    """The test-time views of faces ``x`` (N, 1, S, S) for one ``tta`` kind."""
-    if tta not in TTA:
-        raise ValueError(f"tta must be one of {TTA}, got {tta!r}")
-    if tta == "none":
-        return [x]
-    views = [x]
-    if tta == "10crop":
-        S = x.shape[-1]
-        pad = np.pad(x, ((0, 0), (0, 0), (shift, shift), (shift, shift)), mode="reflect")
-        for dy, dx in ((-shift, 0), (shift, 0), (0, -shift), (0, shift)):
-            views.append(pad[:, :, shift + dy : shift + dy + S, shift + dx : shift + dx + S])
-    return views + [v[..., ::-1] for v in views]
+from .common import TTA, face_views
 
 
 def onnx_values(path: Path) -> int:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-KEYS = ("macro_f1", "micro_f1", "accuracy", "uar")
+from .common import aggregate
+
 CONDS = ("av", "audio_only", "video_only")
 
 
@@ -44,51 +45,6 @@ def run_all(models: list[str], partitions: list[int], runs: Path, train_args: li
                 cmd.append("--resume")
             print(" ".join(cmd), flush=True)
             subprocess.run(cmd, check=True, cwd=ROOT, env=env)
-
-
-def mean_std(values: list[float]) -> dict:
-    v = np.asarray(values, np.float64)
-    std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
-    return {"mean": float(v.mean()), "std": std, "n": len(v), "values": v.tolist()}
-
-
-def aggregate(runs: Path, models: list[str], partitions: list[int]) -> dict:
-    """Per model: mean/std over partitions of each condition's metrics and masking curve."""
-    results = {}
-    for model in models:
-        found = {
-            p: json.loads((runs / f"{model}_p{p}" / "test_metrics.json").read_text())
-            for p in partitions
-            if (runs / f"{model}_p{p}" / "test_metrics.json").is_file()
-        }
-        if not found:
-            continue
-        ms = list(found.values())
-        conds = {
-            c: {k: mean_std([m["conditions"][c][k] for m in ms]) for k in KEYS}
-            for c in ms[0]["conditions"]
-        }
-        masking = {}
-        for kind, pts in ms[0]["masking"]["curves"].items():
-            masking[kind] = [
-                {"masked": pt["masked"]}
-                | {
-                    k: mean_std([m["masking"]["curves"][kind][i][k] for m in ms])
-                    for k in ("macro_f1", "micro_f1")
-                }
-                for i, pt in enumerate(pts)
-            ]
-        results[model] = {
-            "partitions": sorted(found),
-            "synthetic_pairs": any(m["synthetic_pairs"] for m in ms),
-            "conditions": conds,
-            "masking": masking,
-        }
-    return {
-        "note": "mean and sample std (ddof=1) over CREMA-D partitions; conditions with a face "
-        "are on SYNTHETIC PAIRS (CREMA-D voice + FER2013 face of the same label)",
-        "models": results,
-    }
 
 
 def markdown(res: dict) -> str:

@@ -49,8 +49,17 @@ from emosdk.metrics import classification_report
 
 from . import LABELS
 from . import data as D
+from .common import (
+    augment_faces,
+    cosine_lr,
+    log_json,
+    pair_faces,
+    save_logits,
+    save_state,
+    seed_all,
+    window_offsets,
+)
 from .models import HUSSAIN_D_AUDIO, MODELS, build_model, count_params, optimised_training_mask
-from .train_seed import augment_faces, cosine_lr, log_json, pair_faces, save_state, window_offsets
 
 logger = logging.getLogger("emosdk.train")
 
@@ -959,19 +968,6 @@ def train_step(net: torch.nn.Module, batch: dict, opt, params, clip: float) -> f
 # test evaluation and outputs
 
 
-def save_logits(path: Path, split: str, names, y: np.ndarray, logits: dict[str, np.ndarray]):
-    """Per-clip logits of one split, per condition, for ensembles (``train.ensemble``):
-    ``{split}_names``, ``{split}_y`` and ``{split}_logits_{condition}`` (N, classes)."""
-    arrays = {f"{split}_names": np.asarray(names), f"{split}_y": np.asarray(y, np.int64)}
-    arrays |= {f"{split}_logits_{c}": np.asarray(z, np.float32) for c, z in logits.items()}
-    if path.is_file():  # keep the other splits
-        with np.load(path) as old:
-            arrays = {k: old[k] for k in old.files if not k.startswith(f"{split}_")} | arrays
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
-
-
 def test_and_write(cfg: Config, model, data: Data, out: Path, dev, command: str, extra: dict):
     """Evaluate best.pt on Test: test_metrics.json and summary.json."""
     ck = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
@@ -1097,8 +1093,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if (out / "last.pt").exists() and not cfg.resume:
         raise SystemExit(f"{out} holds a run (last.pt): pass --resume, or use another --out")
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    seed_all(cfg.seed)
     t0 = time.time()
     data = load_data(cfg, dist, ("Train", "Development", "Test"))
     torch.manual_seed(cfg.seed)

@@ -1,12 +1,13 @@
 """Train the bundle's audio encoder (train.models.AudioEncoder over the runtime's log-mel) alone on
 CREMA-D partitions and seeds, then report single models and the seed ensemble per partition.
 
-Each (partition, seed) run is the seed pipeline's audio stage (train/train_seed.py,
-:func:`train.train_seed.audio_stage`): random 3 s crops, gain / time / frequency masking,
-inverse-sqrt class weights, label smoothing 0.1, AdamW with warmup + cosine, selection on
+Each (partition, seed) run is the seed pipeline's audio stage (:func:`train.common.audio_stage`
+with train_seed's widths): random 3 s crops, gain / time / frequency masking, inverse-sqrt class
+weights, label smoothing 0.1, AdamW with warmup + cosine, selection on
 Development macro-F1. Runs are resumable (``RUNS/NAME_sS_pP/audio_last.pt``) and skipped when
 finished. The ensemble averages the seeds' class probabilities (softmax) on each clip
-(:mod:`train.ensemble`, which also combines runs of different models).
+(:func:`train.common.write_ensemble`; ``python -m train.ensemble`` also combines runs of
+different models).
 
 Writes, in the format of ``python -m train.sweep`` (so ``train.report`` renders it):
 ``RUNS/NAME_sS_pP/test_metrics.json`` (one model), ``RUNS/NAME_ensK_pP/test_metrics.json`` (the
@@ -32,37 +33,32 @@ from emosdk.features.audio import LogMelParams
 from emosdk.models.bundle import StreamParams
 
 from . import data as D
-from .ensemble import audio_metrics, summary_line, write_ensemble
-from .sweep import aggregate
-from .train import save_logits
-from .train_seed import Config, audio_stage, log_json
+from .common import (
+    AudioStageConfig,
+    aggregate,
+    audio_metrics,
+    audio_stage,
+    log_json,
+    save_logits,
+    summary_line,
+    write_ensemble,
+)
 
 
 def train_one(args, partition: int, seed: int, out: Path, command: str) -> None:
     """Train (or resume) one run; write logits.npz and test_metrics.json into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    cfg = Config(
-        out=str(out),
-        data_root=str(args.data_root),
-        cache_dir=args.cache_dir,
-        partition=partition,
-        seed=seed,
-        threads=args.threads,
-        limit=args.limit,
-        max_steps=args.max_steps,
-        audio_epochs=args.epochs,
-    )
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(seed)
-    root = Path(cfg.data_root)
-    cache = Path(cfg.cache_dir) if cfg.cache_dir and not cfg.limit else None
+    root = Path(args.data_root)
+    cache = Path(args.cache_dir) if args.cache_dir and not args.limit else None
     audio_p, stream_p = LogMelParams(), StreamParams()
     frames = audio_p.num_frames(int(round(stream_p.window_s * audio_p.sample_rate)))  # 298
     floor = float(np.log(audio_p.log_floor))
     clips = D.load_cremad_partition(partition, root)
     split = {s: [c for c in clips if c.split == s] for s in ("Train", "Development", "Test")}
-    if cfg.limit:
-        split = {s: v[: cfg.limit] for s, v in split.items()}
+    if args.limit:
+        split = {s: v[: args.limit] for s, v in split.items()}
     feats = D.logmel_cache(
         [c.name for v in split.values() for c in v], audio_p, root, cache_dir=cache
     )
@@ -70,6 +66,7 @@ def train_one(args, partition: int, seed: int, out: Path, command: str) -> None:
     counts = {s: len(v) for s, v in split.items()}
     log_json(out, stage="data", partition=partition, seed=seed, cremad=counts)
     gen = torch.Generator().manual_seed(seed)
+    cfg = AudioStageConfig(seed=seed, max_steps=args.max_steps, epochs=args.epochs)
     st = audio_stage(cfg, out, split, feats, y, audio_p, frames, floor, gen)
     for s, z in st.logits.items():
         save_logits(out / "logits.npz", s, [c.name for c in split[s]], y[s], {"audio_only": z})

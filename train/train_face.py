@@ -27,15 +27,14 @@ from emosdk.metrics import classification_report
 
 from . import FER_CLASSES
 from . import data as D
-from .evaluate_face import TTA, face_views
+from .common import TTA, augment_faces, class_weights, face_views, log_json, run_stage
 from .models import FaceEncoder, count_params
-from .train_seed import Config, augment_faces, class_weights, log_json, run_stage
 
 
 @torch.no_grad()
 def predict_faces(face: FaceEncoder, x: np.ndarray, tta: str) -> np.ndarray:
     """Class probabilities of (N, 1, S, S) faces, averaged over the test-time views of ``tta``
-    (:func:`train.evaluate_face.face_views`: none, flip or 10crop)."""
+    (:func:`train.common.face_views`: none, flip or 10crop)."""
     face.eval()
     views = face_views(x, tta)
     probs = np.zeros((len(x), len(FER_CLASSES)), np.float32)
@@ -69,16 +68,6 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    cfg = Config(
-        out=str(args.out),
-        seed=args.seed,
-        max_steps=args.max_steps,
-        face_epochs=args.epochs,
-        face_batch=args.batch,
-        face_lr=args.lr,
-        face_widths=args.widths,
-        d_video=args.d_video,
-    )
     face_p = FaceParams()
     cache = Path(args.cache_dir) if args.cache_dir and not args.limit else None
     limit = args.limit or None
@@ -106,7 +95,6 @@ def main(argv: list[str] | None = None) -> dict:
         return {"publictest_acc": m["accuracy"], "publictest_macro_f1": m["macro_f1"]}
 
     res = run_stage(
-        cfg,
         args.out,
         "face",
         face,
@@ -117,6 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
         evaluate,
         "publictest_acc",
         gen,
+        seed=args.seed,
+        max_steps=args.max_steps,
     )
     pred = predict_faces(face, x_pt, args.tta).argmax(-1)
     summary = {

@@ -10,7 +10,8 @@ Three stages, each resumable from ``--out``:
    on Development clips + half of FER2013 PublicTest, reported on Test clips + the other half.
 
 Then the three graphs are exported to ONNX, checked against torch with onnxruntime, and written with
-``write_bundle``. Every figure from stage 3 comes from synthetic pairs and is labelled so.
+``write_bundle``. Every figure from stage 3 comes from synthetic pairs and is labelled so. The
+resumable stage loop, the audio stage and the augmentations are in :mod:`train.common`.
 
 Usage (from the repository root)::
 
@@ -23,29 +24,35 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import shlex
 import sys
 import time
-import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from emosdk.features.audio import LogMelParams
 from emosdk.features.face import FaceParams
+from emosdk.metrics import classification_report
 from emosdk.models.bundle import StreamParams
 
 from . import FER_CLASSES, LABELS
 from . import data as D
+from .common import (
+    AudioStageConfig,
+    audio_stage,
+    audio_window,
+    augment_faces,
+    class_weights,
+    log_json,
+    pair_faces,
+    run_stage,
+    seed_all,
+)
 from .models import AudioEncoder, AuxFormerDeploy, FaceEncoder, auxformer_loss, count_params
-
-logger = logging.getLogger("emosdk.train")
 
 
 @dataclass
@@ -92,195 +99,22 @@ class Config:
     version: str = "0.1.0"
     opset: int = 18
 
-
-# -----------------------------------------------------------------------------------------------
-# helpers: logging, metrics, checkpoints
-
-STAGE_SEEDS = {"face": 0, "audio": 1, "fusion": 2}
-
-
-def log_json(out: Path, **record: object) -> None:
-    """Print one JSON log line and append it to ``out/log.jsonl``."""
-    record = {"time": round(time.time(), 1), **record}
-    line = json.dumps(record, default=float)
-    print(line, flush=True)
-    with open(out / "log.jsonl", "a", encoding="utf-8") as f:
-        f.write(line + "\n")
-
-
-def f1_scores(y: np.ndarray, p: np.ndarray, n_classes: int) -> dict[str, float]:
-    """Macro-F1 (unweighted mean over the classes present in y), micro-F1 (= accuracy)."""
-    f1s = []
-    for c in range(n_classes):
-        if not (y == c).any():
-            continue
-        tp = float(((p == c) & (y == c)).sum())
-        denom = float((p == c).sum() + (y == c).sum())
-        f1s.append(2 * tp / denom if denom else 0.0)
-    return {
-        "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
-        "micro_f1": float((y == p).mean()) if len(y) else 0.0,
-        "n": len(y),
-    }
-
-
-def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
-    """Inverse square-root frequency weights, mean 1 (helps macro-F1 on skewed classes)."""
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    w = 1.0 / np.sqrt(np.maximum(counts, 1.0))
-    return torch.tensor(w / w[counts > 0].mean(), dtype=torch.float32)
-
-
-def cosine_lr(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-
-def save_state(path: Path, **state: object) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
-def load_state(path: Path) -> dict | None:
-    return torch.load(path, weights_only=False) if path.exists() else None
-
-
-def run_stage(
-    cfg: Config,
-    out: Path,
-    stage: str,
-    model: torch.nn.Module,
-    epochs: int,
-    lr: float,
-    batches_per_epoch: int,
-    train_batch: Callable[[np.random.Generator], torch.Tensor],
-    evaluate: Callable[[], dict],
-    select_key: str,
-    gen: torch.Generator,
-) -> dict:
-    """Generic resumable loop: AdamW, warmup + cosine, per-epoch eval, best-state selection.
-
-    ``train_batch(rng) -> loss`` runs the forward pass of one batch; ``evaluate() -> metrics``
-    returns a dict holding ``select_key``. The best state is restored into ``model`` at the end.
-    ``gen`` (the stage's augmentation generator) is reseeded here and checkpointed with the rest,
-    so a resumed or a partly loaded run draws the same numbers as an uninterrupted one.
-    """
-    final = out / f"{stage}.pt"
-    if final.exists():
-        state = load_state(final)
-        model.load_state_dict(state["model"])
-        logger.info("%s: loaded finished stage from %s", stage, final)
-        return state["metrics"]
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    total = epochs * batches_per_epoch
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: cosine_lr(s, total, max(1, min(200, total // 20)))
-    )
-    rng = np.random.default_rng([cfg.seed, zlib.crc32(stage.encode())])
-    gen.manual_seed(cfg.seed + STAGE_SEEDS[stage])
-    epoch, step, best, best_state, history = 0, 0, -1.0, None, []
-    last = load_state(out / f"{stage}_last.pt")
-    if last is not None:
-        model.load_state_dict(last["model"])
-        opt.load_state_dict(last["opt"])
-        sched.load_state_dict(last["sched"])
-        rng.bit_generator.state = last["rng"]
-        torch.set_rng_state(last["torch_rng"])
-        gen.set_state(last["gen"])
-        epoch, step, best, best_state, history = (
-            last["epoch"],
-            last["step"],
-            last["best"],
-            last["best_state"],
-            last["history"],
+    def audio_stage_config(self) -> AudioStageConfig:
+        """The audio stage's options (:func:`train.common.audio_stage`)."""
+        return AudioStageConfig(
+            seed=self.seed,
+            max_steps=self.max_steps,
+            d_audio=self.d_audio,
+            layers=self.audio_layers,
+            heads=self.audio_heads,
+            epochs=self.audio_epochs,
+            batch=self.audio_batch,
+            lr=self.audio_lr,
         )
-        logger.info("%s: resumed at epoch %d", stage, epoch)
-    t0 = time.time()
-    while step < total:
-        model.train()
-        pbar = tqdm(range(batches_per_epoch), desc=f"{stage} {epoch + 1}/{epochs}", leave=False)
-        losses = []
-        for _ in pbar:
-            if step >= total:
-                break
-            loss = train_batch(rng)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            step += 1
-            losses.append(loss.item())
-            pbar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
-        epoch += 1
-        model.eval()
-        with torch.no_grad():
-            metrics = evaluate()
-        score = metrics[select_key]
-        if score > best:
-            best = score
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), **metrics})
-        log_json(
-            out,
-            stage=stage,
-            epoch=epoch,
-            step=step,
-            loss=float(np.mean(losses)),
-            lr=sched.get_last_lr()[0],
-            elapsed_s=round(time.time() - t0, 1),
-            **metrics,
-        )
-        save_state(
-            out / f"{stage}_last.pt",
-            model=model.state_dict(),
-            opt=opt.state_dict(),
-            sched=sched.state_dict(),
-            rng=rng.bit_generator.state,
-            torch_rng=torch.get_rng_state(),
-            gen=gen.get_state(),
-            epoch=epoch,
-            step=step,
-            best=best,
-            best_state=best_state,
-            history=history,
-        )
-    model.load_state_dict(best_state)
-    best_epoch = max(history, key=lambda h: h[select_key])
-    result = {
-        "selected_epoch": best_epoch["epoch"],
-        "selection": {select_key: best},
-        "history": history,
-    }
-    save_state(final, model=best_state, metrics=result)
-    return result
 
 
 # -----------------------------------------------------------------------------------------------
-# face: augmentation and embedding
-
-
-def augment_faces(x: torch.Tensor, gen: torch.Generator, pad: int, flip: bool) -> torch.Tensor:
-    """Random shift (reflect pad + crop), optional horizontal flip, brightness/contrast jitter.
-
-    x: (B, 1, S, S) normalised faces -> same shape.
-    """
-    B, _, S, _ = x.shape
-    xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")  # (B, 1, S+2p, S+2p)
-    off = torch.randint(0, 2 * pad + 1, (B, 2), generator=gen)
-    out = torch.stack(
-        [xp[i, :, oy : oy + S, ox : ox + S] for i, (oy, ox) in enumerate(off.tolist())]
-    )
-    if flip:
-        mask = torch.rand(B, generator=gen) < 0.5
-        out[mask] = out[mask].flip(-1)
-    contrast = 1.0 + (torch.rand(B, 1, 1, 1, generator=gen) - 0.5) * 0.4
-    bright = (torch.rand(B, 1, 1, 1, generator=gen) - 0.5) * 0.4
-    return out * contrast + bright
+# face and audio embeddings of the frozen encoders (inputs of the fusion stage)
 
 
 @torch.no_grad()
@@ -305,49 +139,6 @@ def face_embeddings(
     return embs
 
 
-# -----------------------------------------------------------------------------------------------
-# audio: windows
-
-
-def window_offsets(T: int, frames: int, rng: np.random.Generator | None) -> tuple[int, int, int]:
-    """(source start, destination start, length) of a clip of ``T`` frames in a window of
-    ``frames``: a random crop / offset with ``rng`` (training), else centred."""
-    if T >= frames:
-        s = int(rng.integers(0, T - frames + 1)) if rng is not None else (T - frames) // 2
-        return s, 0, frames
-    d = int(rng.integers(0, frames - T + 1)) if rng is not None else (frames - T) // 2
-    return 0, d, T
-
-
-def audio_window(
-    m: np.ndarray, frames: int, floor: float, rng: np.random.Generator | None
-) -> np.ndarray:
-    """Cut or pad a clip's log-mel (T, M) to one stream window of ``frames`` frames.
-
-    With ``rng`` the crop / pad offset is random (training), else the clip is centred.
-    Padding is digital silence (the log floor), as in a stream window longer than the speech.
-    """
-    src, dst, n = window_offsets(len(m), frames, rng)
-    if n == frames:
-        return m[src : src + frames]
-    out = np.full((frames, m.shape[1]), floor, np.float32)
-    out[dst : dst + n] = m
-    return out
-
-
-def spec_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random gain (+-6 dB), one time mask and one frequency mask per example. x: (B, T, M)."""
-    B, T, M = x.shape
-    floor = x.min()
-    x = torch.maximum(x + (torch.rand(B, 1, 1, generator=gen) - 0.5) * 2.76, floor)
-    for i in range(B):
-        t0 = int(torch.randint(0, T, (1,), generator=gen))
-        x[i, t0 : t0 + int(torch.randint(0, T // 8, (1,), generator=gen))] = floor
-        f0 = int(torch.randint(0, M, (1,), generator=gen))
-        x[i, :, f0 : f0 + int(torch.randint(0, M // 8, (1,), generator=gen))] = floor
-    return x
-
-
 @torch.no_grad()
 def audio_embeddings(enc: AudioEncoder, windows: np.ndarray, batch: int = 128) -> np.ndarray:
     """audio_emb of (N, frames, M) windows -> (N, steps, d_audio)."""
@@ -361,122 +152,7 @@ def audio_embeddings(enc: AudioEncoder, windows: np.ndarray, batch: int = 128) -
 
 
 # -----------------------------------------------------------------------------------------------
-# audio encoder stage (also trained alone on every partition by train/train_audio.py)
-
-
-@dataclass
-class AudioStage:
-    """The trained audio encoder with its stage record and the windows it was evaluated on."""
-
-    audio: AudioEncoder
-    result: dict  # run_stage's record: selected epoch, selection score, history
-    final: dict  # Development / Test macro- and micro-F1 of the selected state, parameters
-    train_mels: list[np.ndarray]  # log-mel (T, M) of the Train clips
-    eval_windows: dict[str, np.ndarray]  # split -> centred windows (N, frames, M)
-    logits: dict[str, np.ndarray]  # "Development" / "Test" -> classifier logits (N, classes)
-
-
-def audio_logits(audio: AudioEncoder, windows: np.ndarray, batch: int = 128) -> np.ndarray:
-    """Classifier logits of (N, frames, M) windows -> (N, classes)."""
-    audio.eval()
-    with torch.no_grad():
-        return np.concatenate(
-            [
-                audio.classify(audio(torch.from_numpy(windows[i : i + batch]))).numpy()
-                for i in range(0, len(windows), batch)
-            ]
-        )
-
-
-def audio_stage(
-    cfg: Config,
-    out: Path,
-    split: dict[str, list],
-    feats: dict[str, np.ndarray],
-    y_clip: dict[str, np.ndarray],
-    audio_p: LogMelParams,
-    frames: int,
-    floor: float,
-    gen: torch.Generator,
-) -> AudioStage:
-    """Train (or load, when ``out/audio.pt`` exists) the audio encoder + classifier on CREMA-D
-    Train with random 3 s crops, gain / time / frequency masking, inverse-sqrt class weights and
-    label smoothing 0.1; select on Development macro-F1; evaluate Development and Test."""
-    torch.manual_seed(cfg.seed + 1)
-    audio = AudioEncoder(
-        n_mels=audio_p.n_mels,
-        d_audio=cfg.d_audio,
-        n_layers=cfg.audio_layers,
-        n_heads=cfg.audio_heads,
-        n_classes=len(LABELS),
-    )
-    train_frames = np.concatenate([feats[c.name] for c in split["Train"]])
-    audio.set_normalization(
-        torch.from_numpy(train_frames.mean(0)), torch.from_numpy(train_frames.std(0))
-    )
-    del train_frames
-    tr_mels = [feats[c.name] for c in split["Train"]]
-    audio_w = class_weights(y_clip["Train"], len(LABELS))
-    eval_windows = {
-        s: np.stack([audio_window(feats[c.name], frames, floor, None) for c in v])
-        for s, v in split.items()
-    }
-
-    def audio_step(rng: np.random.Generator) -> torch.Tensor:
-        idx = rng.integers(0, len(tr_mels), cfg.audio_batch)
-        xb = torch.from_numpy(np.stack([audio_window(tr_mels[i], frames, floor, rng) for i in idx]))
-        logits = audio.classify(audio(spec_augment(xb, gen)))
-        return F.cross_entropy(
-            logits, torch.from_numpy(y_clip["Train"][idx]), weight=audio_w, label_smoothing=0.1
-        )
-
-    def audio_metrics(s: str) -> dict:
-        preds = audio_logits(audio, eval_windows[s]).argmax(-1)
-        return f1_scores(y_clip[s], preds, len(LABELS))
-
-    def audio_eval() -> dict:
-        m = audio_metrics("Development")
-        return {"dev_macro_f1": m["macro_f1"], "dev_micro_f1": m["micro_f1"]}
-
-    audio_res = run_stage(
-        cfg,
-        out,
-        "audio",
-        audio,
-        cfg.audio_epochs,
-        cfg.audio_lr,
-        max(1, len(tr_mels) // cfg.audio_batch),
-        audio_step,
-        audio_eval,
-        "dev_macro_f1",
-        gen,
-    )
-    logits = {s: audio_logits(audio, eval_windows[s]) for s in ("Development", "Test")}
-    test, dev = (
-        f1_scores(y_clip[s], logits[s].argmax(-1), len(LABELS)) for s in ("Test", "Development")
-    )
-    audio_final = {
-        "test_macro_f1": test["macro_f1"],
-        "test_micro_f1": test["micro_f1"],
-        "test_n": test["n"],
-        "dev_macro_f1": dev["macro_f1"],
-        "dev_micro_f1": dev["micro_f1"],
-        "params": count_params(audio),
-    }
-    log_json(out, stage="audio", final=audio_final)
-    return AudioStage(audio, audio_res, audio_final, tr_mels, eval_windows, logits)
-
-
-# -----------------------------------------------------------------------------------------------
 # synthetic audio-visual pairs
-
-
-def pair_faces(
-    clip_labels: np.ndarray, face_labels: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
-    """For each clip, the index of a random face with the same project label."""
-    by_label = {c: np.flatnonzero(face_labels == c) for c in range(len(LABELS))}
-    return np.array([rng.choice(by_label[int(c)]) for c in clip_labels])
 
 
 def fusion_batch(
@@ -538,8 +214,9 @@ def eval_fusion(
             am = torch.full(a.shape[:2], a_on)
             vm = torch.full(v.shape[:2], v_on)
             preds.append(model(a, am, v, vm)[0].argmax(-1).numpy())
-        for k, val in f1_scores(labels, np.concatenate(preds), len(LABELS)).items():
-            res[f"{mode}_{k}"] = val
+        rep = classification_report(labels, np.concatenate(preds), LABELS)
+        for k in ("macro_f1", "micro_f1", "n"):
+            res[f"{mode}_{k}"] = rep[k]
     return res
 
 
@@ -568,8 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    seed_all(cfg.seed)
     root = Path(cfg.data_root)
     cache = Path(cfg.cache_dir) if cfg.cache_dir and not cfg.limit else None
     limit = cfg.limit or None
@@ -620,11 +296,10 @@ def main(argv: list[str] | None = None) -> None:
                 for s in range(0, len(fer_pt), 512)
             ]
         )
-        m = f1_scores(fer_pt_y, preds, len(FER_CLASSES))
+        m = classification_report(fer_pt_y, preds, FER_CLASSES)
         return {"publictest_acc": m["micro_f1"], "publictest_macro_f1": m["macro_f1"]}
 
     face_res = run_stage(
-        cfg,
         out,
         "face",
         face,
@@ -635,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
         face_eval,
         "publictest_acc",
         gen,
+        seed=cfg.seed,
+        max_steps=cfg.max_steps,
     )
     face.eval()
     with torch.no_grad():
@@ -643,7 +320,9 @@ def main(argv: list[str] | None = None) -> None:
     log_json(out, stage="face", final=face_final)
 
     # ----- stage 2: audio encoder on CREMA-D -----------------------------------------------------
-    a_stage = audio_stage(cfg, out, split, feats, y_clip, audio_p, frames, floor, gen)
+    a_stage = audio_stage(
+        cfg.audio_stage_config(), out, split, feats, y_clip, audio_p, frames, floor, gen
+    )
     audio, audio_res, audio_final = a_stage.audio, a_stage.result, a_stage.final
     tr_mels, eval_windows = a_stage.train_mels, a_stage.eval_windows
 
@@ -727,7 +406,6 @@ def main(argv: list[str] | None = None) -> None:
         }
 
     fusion_res = run_stage(
-        cfg,
         out,
         "fusion",
         fusion,
@@ -738,6 +416,8 @@ def main(argv: list[str] | None = None) -> None:
         fusion_eval,
         "synthetic_dev_mean_macro_f1",
         gen,
+        seed=cfg.seed,
+        max_steps=cfg.max_steps,
     )
     fusion.eval()
     fusion_final = {

@@ -1,7 +1,11 @@
-"""Classification metrics as the papers report them: one implementation for training and bench.
+"""Classification metrics as the papers report them: the one implementation behind
+``emosdk-bench``, the training scripts (``train/``) and the reports.
 
 Micro-F1 over single-label classes equals accuracy; macro-F1 is the unweighted mean of the
-per-class F1; UAR is the unweighted mean of the per-class recall.
+per-class F1 over the classes present in the true or the predicted labels (scikit-learn's
+``f1_score(average="macro")`` with its default ``labels=None``: a class that is predicted but never
+true has F1 0 and counts); UAR is the unweighted mean of the per-class recall over the classes
+present in the true labels.
 """
 
 from __future__ import annotations
@@ -23,7 +27,19 @@ def classification_report(
 ) -> dict:
     """Accuracy, macro-F1, micro-F1, UAR, per-class precision/recall/F1/support, confusion.
 
-    Classes absent from both truth and predictions do not enter the macro averages.
+    Args:
+        y_true, y_pred: class indices in ``0 .. len(labels) - 1``.
+        labels: class names, in index order. They size the confusion matrix and name the
+            ``per_class`` entries; they do not force every class into the averages: a class absent
+            from both ``y_true`` and ``y_pred`` is left out of macro-F1 (as scikit-learn leaves
+            out a class it never sees), a class predicted but absent from ``y_true`` enters it
+            with F1 0. When every class occurs in ``y_true`` (the CREMA-D and FER2013 splits of
+            the reports), macro-F1 is the mean over all ``labels``.
+
+    Returns:
+        ``n``, ``accuracy``, ``macro_f1``, ``micro_f1``, ``uar``, ``per_class`` (label ->
+        precision, recall, f1, support), ``confusion`` (rows true, columns predicted) and
+        ``labels``. Empty inputs give 0.0 for every figure.
     """
     n = len(labels)
     cm = confusion_matrix(y_true, y_pred, n)

@@ -13,9 +13,10 @@ from emosdk.features.face import FaceParams
 from emosdk.metrics import classification_report
 from emosdk.models import load_model
 from train import FER_CLASSES
+from train.common import face_views
 from train.data import DATA_ROOT as DATA
 from train.data import load_fer2013
-from train.evaluate_face import face_views, main
+from train.evaluate_face import main
 
 
 def test_face_views_shapes_mirrors_and_shifts():
