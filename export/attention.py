@@ -7,8 +7,8 @@ Two targets, chosen by ``target`` in :func:`export_attention_onnx`:
     (attributes ``scale``, ``plugin_version="1"``, ``plugin_namespace=""``). TensorRT's ONNX
     parser builds it with the IPluginV3 plugin from ``kernels/attention_plugin.cpp`` once the
     plugin library is loaded (:func:`emosdk.native.require_trt_plugin` finds it;
-    ``trtexec --onnx=... --dynamicPlugins=libemosdk_trt_plugin.so``). onnxruntime cannot run
-    this graph.
+    ``trtexec --onnx=... --dynamicPlugins=libemosdk_trt_plugin.so``;
+    ``emosdk.export.tensorrt.build_engine`` loads it itself). onnxruntime cannot run this graph.
 ``"onnx"``
     each op is decomposed into standard ONNX ops (opset 18) with the same semantics, including
     zero rows for all-masked queries, so onnxruntime runs the graph; used to check the export and
@@ -36,7 +36,8 @@ TARGETS = ("tensorrt", "onnx")
 
 
 class MaskedAttention(torch.nn.Module):
-    """``emosdk::masked_attention`` as a module: q, k, v ``[B, H, T, D]``, mask ``[B, Tk]``."""
+    """``emosdk::masked_attention`` as a module: q, k, v ``[B, H, T, D]``, mask ``[B, Tk]`` or
+    ``[1, Tk]`` (broadcast; the plugin reads it with batch stride 0)."""
 
     def __init__(self, scale: float | None = None) -> None:
         super().__init__()
