@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ._cli import run_command
+from ._cli import ProgressLine, run_command
 from .config import RecognizerConfig
 from .errors import EmosdkError, InputError
 from .evaluation import (
@@ -192,8 +192,12 @@ def cmd_default(args: argparse.Namespace) -> int:
 def cmd_accuracy(args: argparse.Namespace) -> int:
     if args.manifest is None:
         raise InputError("accuracy: --manifest PATH is required")
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    progress = ProgressLine() if show and not args.quiet else None
     with Recognizer(_config(args)) as rec:
-        out = accuracy(rec, args.manifest, args.modality, args.plots)
+        out = accuracy(rec, args.manifest, args.modality, args.plots, progress=progress)
+    if progress is not None:
+        progress.close()
     out.update(
         schema_version=SCHEMA_VERSION,
         command="accuracy",
@@ -289,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--manifest", type=Path, help="CSV with file,label")
     a.add_argument("--modality", choices=["auto", "audio", "video", "av"], default="auto")
     a.add_argument("--plots", type=Path, help="folder for confusion.png and robustness.png")
+    a.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress on stderr (files done, rate, time left); default: when stderr is a terminal",
+    )
+    a.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     lat = sub.add_parser(
         "latency",
         parents=[common],

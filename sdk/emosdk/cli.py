@@ -63,6 +63,9 @@ def _info(args: argparse.Namespace) -> int:
             for b in available_backends()
         ],
     }
+    from . import samples
+
+    info["samples"] = {"folder": str(samples.SAMPLES_DIR), "files": samples.names()}
     for name in available_models():
         b = load_model(name)
         info["models"][name] = {
@@ -73,6 +76,19 @@ def _info(args: argparse.Namespace) -> int:
             "path": str(b.path),
         }
     print(json.dumps(info, indent=2))
+    return 0
+
+
+def _samples(args: argparse.Namespace) -> int:
+    from . import samples
+
+    chosen = samples.paths()
+    if args.kind == "av":
+        chosen = [p for p in chosen if p.suffix == ".flv"]
+    elif args.kind == "audio":
+        chosen = [p for p in chosen if p.suffix == ".mp3"]
+    for p in chosen:
+        print(p)
     return 0
 
 
@@ -100,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
     info = sub.add_parser("info", help="bundled models and the backends this machine can run")
     info.set_defaults(func=_info)
+    smp = sub.add_parser(
+        "samples",
+        help="paths of the real recordings shipped with emosdk (CREMA-D, ODbL), one per line",
+        description="Print the paths of the real CREMA-D recordings shipped in the package, "
+        "e.g. emosdk run $(emosdk samples --kind av)",
+    )
+    smp.add_argument("--kind", choices=["all", "av", "audio"], default="all")
+    smp.set_defaults(func=_samples)
     return parser
 
 

@@ -13,6 +13,7 @@ import os
 import platform
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,8 +47,10 @@ MASK_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def default_clips_manifest() -> Path:
-    """The bundled real CREMA-D clips of the repository (tests/data/cremad)."""
-    return Path(__file__).resolve().parents[2] / "tests" / "data" / "cremad" / "manifest.csv"
+    """The manifest of the real CREMA-D clips shipped in the package (:mod:`emosdk.samples`)."""
+    from . import samples
+
+    return samples.manifest()
 
 
 # -- environment ---------------------------------------------------------------------------
@@ -196,13 +199,23 @@ def predict_item(
     return rec.predict(audio=audio, face=faces or None, sample_rate=16_000)
 
 
+#: progress callback: (what, done, total)
+Progress = Callable[[str, int, int], None]
+
+
 def accuracy_run(
-    rec: Recognizer, items: list[Item], modality: str, mask_frac: float = 0.0
+    rec: Recognizer,
+    items: list[Item],
+    modality: str,
+    mask_frac: float = 0.0,
+    progress: Progress | None = None,
 ) -> tuple[dict, list[int], list[int]]:
     labels = rec.labels
     y_true, y_pred, none = [], [], 0
     rng = np.random.default_rng(0)
-    for it in items:
+    for i, it in enumerate(items):
+        if progress is not None:
+            progress("scoring", i, len(items))
         r = predict_item(rec, it, modality, mask_frac, rng)
         if r is None or r.label is None:
             none += 1
@@ -215,13 +228,27 @@ def accuracy_run(
 
 
 def accuracy(
-    rec: Recognizer, manifest: Path, modality: str, plots: Path | None, robustness: bool = True
+    rec: Recognizer,
+    manifest: Path,
+    modality: str,
+    plots: Path | None,
+    robustness: bool = True,
+    progress: Progress | None = None,
 ) -> dict:
     """The accuracy JSON of ARCHITECTURE section 7, with per-condition results and a robustness
-    curve for files that have both modalities."""
+    curve for files that have both modalities.
+
+    ``progress`` is called as files are decoded and scored: ``progress(what, done, total)``.
+    """
     rows, skipped = read_manifest(manifest, rec.labels)
-    items = [decode(rec, p, lab) for p, lab in rows]
-    out, _, _ = accuracy_run(rec, items, modality)
+    items = []
+    for i, (p, lab) in enumerate(rows):
+        if progress is not None:
+            progress("decoding", i, len(rows))
+        items.append(decode(rec, p, lab))
+    out, _, _ = accuracy_run(rec, items, modality, progress=progress)
+    if progress is not None:
+        progress("scoring", len(items), len(items))
     out["skipped"] = {"labels": skipped, "total": int(sum(skipped.values()))}
     out["manifest"] = str(manifest)
     out["modality"] = modality

@@ -183,3 +183,16 @@ def test_backend_torch_is_an_unavailable_row_not_a_crash(fixture_bundle, capsys)
     assert rows[("torch", "fp32")]["status"] == "unavailable"
     assert "compare_backends" in rows[("torch", "fp32")]["reason"]
     assert rows[("onnxruntime", "fp32")]["status"] == "ok" and code == 0
+
+
+def test_accuracy_progress_on_stderr_with_the_real_clips(fixture_bundle, capsys):
+    manifest = str(default_clips_manifest())
+    base = ["accuracy", "--model", str(fixture_bundle), "--manifest", manifest]
+    assert main([*base, "--progress"]) == 0
+    err = capsys.readouterr().err
+    assert "decoding 0/12 files" in err and "scoring 12/12 files (100%)" in err
+    assert "/s" in err
+    assert main([*base, "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(base) == 0  # stderr is not a terminal here: no progress by default
+    assert capsys.readouterr().err == ""

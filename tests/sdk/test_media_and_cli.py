@@ -75,3 +75,31 @@ def test_streaming_an_audio_file_says_it_has_no_video(fixture_bundle, speech_cli
     assert len(results) >= 4
     assert all(r.missing[Modality.VIDEO] == "the file has no video stream" for r in results)
     assert any(r.modalities == (Modality.AUDIO,) for r in results)
+
+
+def test_a_file_with_no_decodable_stream_is_an_error_naming_it(
+    fixture_bundle, av_clips, tmp_path, capsys
+):
+    # random bytes named .mp4, and a real clip cut to its header (PyAV opens it: a data stream)
+    rand = tmp_path / "random.mp4"
+    rand.write_bytes(np.random.default_rng(0).integers(0, 256, 200_000, dtype=np.uint8).tobytes())
+    header = tmp_path / "header.flv"
+    header.write_bytes(av_clips[0].read_bytes()[:2000])
+    for bad in (rand, header):
+        with pytest.raises(InputError, match=bad.name):
+            MediaFileSource(bad)
+        assert main(["run", "--model", str(fixture_bundle), str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert bad.name in err and ("no audio or video" in err or "not a readable" in err)
+
+
+def test_cli_samples_lists_the_shipped_recordings(capsys):
+    from emosdk import samples
+
+    assert main(["samples", "--kind", "av"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert len(listed) == 6 and all(p.endswith(".flv") for p in listed)
+    assert samples.path("1001_DFA_HAP_XX").name == "1001_DFA_HAP_XX.flv"
+    assert samples.manifest().is_file() and len(samples.names()) == 12
+    with pytest.raises(InputError, match="sample"):
+        samples.path("nope")
