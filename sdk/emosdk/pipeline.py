@@ -23,8 +23,8 @@ from .backends import Backend
 from .buffers import FrameBuffer, step_mask
 from .config import RecognizerConfig
 from .errors import EmosdkError, ModelError
-from .features.audio import log_mel
 from .features.face import normalize_face
+from .features.whisper import compute_features
 from .models import ModelBundle
 from .results import EmotionResult, Latency, Modality
 from .scores import Calibration, Smoother, softmax
@@ -233,7 +233,7 @@ class Pipeline:
         if reason is not None:
             return AudioWindow(seq, mask, coverage, reason)
         t0 = time.perf_counter()
-        mel = log_mel(pcm, p)[None]  # (1, frames, n_mels)
+        mel = compute_features(pcm, p)[None]  # (1, frames, n_mels): the bundle's front end
         stages = {"audio_frontend": (time.perf_counter() - t0) * 1e3}
         out, stages["audio_encoder"] = self.run("audio_encoder", {"logmel": mel})
         emb = out["audio_emb"]

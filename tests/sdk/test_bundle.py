@@ -78,3 +78,20 @@ def test_bundled_models_are_listed_and_verified():
         b = load_model(name)
         assert b.size_bytes < 20e6, f"bundled model {name} is {b.size_bytes / 1e6:.1f} MB"
         assert b.meta.get("metrics") and b.meta.get("data_card")
+
+
+def test_the_bundle_names_its_audio_front_end(bundle_copy):
+    from emosdk.features.audio import LogMelParams
+    from emosdk.features.whisper import WhisperMelParams
+
+    assert isinstance(load_bundle(bundle_copy).audio, LogMelParams)  # no key: the old front end
+    path = bundle_copy / "model.json"
+    meta = json.loads(path.read_text())
+    meta["audio"] = WhisperMelParams().to_dict()
+    path.write_text(json.dumps(meta))
+    audio = load_bundle(bundle_copy).audio
+    assert isinstance(audio, WhisperMelParams) and audio.n_mels == 80
+    meta["audio"]["frontend"] = "mfcc"
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="frontend"):
+        load_bundle(bundle_copy)

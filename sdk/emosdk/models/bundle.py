@@ -22,6 +22,8 @@ from typing import Any
 from ..errors import ModelError
 from ..features.audio import LogMelParams
 from ..features.face import FaceParams
+from ..features.whisper import FRONTEND as WHISPER
+from ..features.whisper import AudioParams, WhisperMelParams
 
 logger = logging.getLogger("emosdk")
 
@@ -128,7 +130,9 @@ class ModelBundle:
         name: Model name.
         version: Model version string.
         labels: Class labels, in the order of the fusion model's output.
-        audio: Log-mel front-end parameters.
+        audio: Audio front-end parameters: :class:`~emosdk.features.audio.LogMelParams`, or
+            :class:`~emosdk.features.whisper.WhisperMelParams` when ``audio.frontend`` is
+            ``"whisper"``.
         face: Face crop parameters.
         stream: Window, hop and frame rate the model expects.
         graphs: The graphs by role (``audio_encoder``, ``face_encoder``, ``fusion``).
@@ -139,7 +143,7 @@ class ModelBundle:
     name: str
     version: str
     labels: tuple[str, ...]
-    audio: LogMelParams
+    audio: AudioParams
     face: FaceParams
     stream: StreamParams
     graphs: Mapping[str, GraphSpec]
@@ -341,7 +345,14 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> ModelBundle:
     for key in ("name", "version"):
         if key in meta and not isinstance(meta[key], str):
             raise ModelError(f"{where}: {key} must be a string")
-    audio = params_from_dict(LogMelParams, _require(meta, "audio", dict, where), f"{where} audio")
+    audio_meta = _require(meta, "audio", dict, where)
+    frontend = audio_meta.get("frontend", "logmel")
+    if frontend not in ("logmel", WHISPER):
+        raise ModelError(
+            f"{where} audio: frontend must be 'logmel' or {WHISPER!r}, got {frontend!r}"
+        )
+    kind = WhisperMelParams if frontend == WHISPER else LogMelParams
+    audio = params_from_dict(kind, audio_meta, f"{where} audio")
     face = params_from_dict(
         FaceParams, _require(meta, "face", dict, where), f"{where} face", ("color_order",)
     )
