@@ -1,4 +1,5 @@
-"""The seed model's torch modules from a ``python -m train.train_seed --out DIR`` folder."""
+"""The seed model's torch modules from a ``python -m train.train_seed --out DIR`` folder, and the
+bundle graph each of them is exported to."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import json
 from pathlib import Path
 
 import torch
+from torch import nn
+
+from emosdk.errors import ModelError
 
 from . import FER_CLASSES, LABELS
-from .models import AudioEncoder, AuxFormerDeploy, FaceEncoder
+from .models import AudioEncoder, AudioEncoderGraph, AuxFormerDeploy, FaceEncoder
 
 
 def build_modules(config: dict, n_mels: int) -> dict[str, torch.nn.Module]:
@@ -49,3 +53,39 @@ def load_checkpoints(folder: Path, n_mels: int) -> dict[str, torch.nn.Module]:
         module.load_state_dict(state["model"])
         module.eval()
     return modules
+
+
+CHECKPOINT_FILES = ("config.json", "face.pt", "audio.pt", "fusion.pt")
+"""What a finished ``python -m train.train_seed --out`` folder holds (the selected states)."""
+
+
+def load_checkpoint_folder(folder: str | Path, n_mels: int) -> tuple[dict[str, nn.Module], dict]:
+    """The three modules (eval mode) and the config of a finished train_seed output folder.
+
+    Args:
+        folder: ``--out`` of a ``python -m train.train_seed`` run.
+        n_mels: mel bands of the front-end the audio encoder was trained on.
+
+    Returns:
+        (``{"audio": ..., "face": ..., "fusion": ...}``, the run's config.json as a dict).
+
+    Raises:
+        ModelError: the folder lacks one of :data:`CHECKPOINT_FILES` (all missing ones named).
+    """
+    d = Path(folder)
+    missing = [f for f in CHECKPOINT_FILES if not (d / f).is_file()]
+    if missing:
+        raise ModelError(
+            f"{d}: missing {missing}; expected a finished `python -m train.train_seed --out {d}` "
+            "folder"
+        )
+    return load_checkpoints(d, n_mels), json.loads((d / "config.json").read_text())
+
+
+def graph_modules(modules: dict[str, nn.Module]) -> dict[str, nn.Module]:
+    """Bundle graph role -> the torch module its ONNX graph is exported from (eval mode)."""
+    return {
+        "audio_encoder": AudioEncoderGraph(modules["audio"]).eval(),
+        "face_encoder": modules["face"],
+        "fusion": modules["fusion"],
+    }

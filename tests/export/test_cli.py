@@ -1,5 +1,6 @@
-"""emosdk-export: the --help texts, quantize and validate on a copy of the fixture bundle, onnx from
-a small checkpoint folder, and engine without TensorRT."""
+"""emosdk-export: the --help texts, quantize and validate on a copy of the fixture bundle, the
+checkpoint export that moved to the repository (python -m train.export_bundle, tested in
+tests/train/test_export_bundle.py), and engine without TensorRT."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 import shutil
 
 import pytest
-import torch
 
 from emosdk.export.cli import build_parser, main
 from emosdk.models.bundle import load_bundle
@@ -38,31 +38,18 @@ def _help(capsys, *argv) -> str:
 def test_top_level_help_lists_the_subcommands(capsys):
     text = _help(capsys)
     assert text.startswith("usage: emosdk-export")
-    for cmd in ("onnx", "validate", "quantize", "engine"):
+    for cmd in ("validate", "quantize", "engine"):
         assert cmd in text
+    assert " onnx " not in text  # moved to the repository (see the epilog)
+    assert "python -m train.export_bundle CHECKPOINT_DIR --out BUNDLE" in text
 
 
 @pytest.mark.parametrize(
     "cmd, flags",
     [
         (
-            "onnx",
-            [
-                "--out",
-                "--opset",
-                "{18,23}",
-                "--external-data",
-                "--no-tensorrt-graphs",
-                "--media",
-                "--batches",
-                "--windows",
-                "opset18",
-                "train_seed",
-            ],
-        ),
-        (
             "validate",
-            ["--checkpoints", "--tolerance", "--media", "--json", "--batches", "--windows"],
+            ["--tolerance", "--json", "--batches", "--windows", "python -m train.export_bundle"],
         ),
         ("quantize", ["--manifest", "--force", "--max-drop", "--roles", "--op-types", "macro-F1"]),
         (
@@ -146,54 +133,11 @@ def test_engine_without_tensorrt_exits_2_with_the_install_hint(bundle, capsys, t
     assert "JetPack" in err and "tensorrt-cu12" in err
 
 
-@pytest.mark.slow
-def test_onnx_from_a_checkpoint_folder(tmp_path, capsys):
-    from train import FER_CLASSES, LABELS
-    from train.models import AudioEncoder, AuxFormerDeploy, FaceEncoder
-
-    ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
-    cfg = dict(
-        d_video=16,
-        face_widths="8,16,16,16",
-        d_audio=16,
-        audio_layers=1,
-        audio_heads=1,
-        d_model=32,
-        fusion_heads=2,
-        fusion_cross=1,
-        fusion_mem=1,
-        name="ckpt",
-        version="1",
-    )
-    torch.manual_seed(0)
-    mods = {
-        "face": FaceEncoder(d_video=16, widths=(8, 16, 16, 16), n_classes=len(FER_CLASSES)),
-        "audio": AudioEncoder(n_mels=64, d_audio=16, n_layers=1, n_heads=1, n_classes=len(LABELS)),
-        "fusion": AuxFormerDeploy(
-            16, 16, n_classes=len(LABELS), d_model=32, n_heads=2, n_cross=1, n_mem=1
-        ),
-    }
-    (ckpt / "config.json").write_text(json.dumps(cfg))
-    for name, m in mods.items():
-        torch.save({"model": m.state_dict(), "metrics": {}}, ckpt / f"{name}.pt")
-    out = tmp_path / "bundle"
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        rc = main(
-            ["onnx", str(ckpt), "--out", str(out), "--batches", "1", "8", "--windows", "1", "6"]
-        )
-    finally:
-        torch.set_num_threads(n)
-    assert rc == 0, capsys.readouterr().err
-    b = load_bundle(out)
-    assert b.name == "ckpt" and b.version == "1"
-    assert b.meta["variants"]["opset18"]["fusion"] == "fusion.opset18.onnx"
-    export = b.meta["export"]
-    assert export["fusion"]["opset"] == 23 and export["fusion.opset18"]["opset"] == 18
-    for graphs in (export["validation"]["graphs"], export["validation"]["opset18"]):
-        for role, rep in graphs.items():
-            assert max(rep["max_abs_diff"].values()) <= 1e-4, role
-    assert main(["onnx", str(tmp_path / "missing"), "--out", str(out)]) == 2
-    assert "missing ['config.json'" in capsys.readouterr().err
+def test_onnx_moved_to_the_repository_and_says_where(capsys):
+    assert main(["onnx", "ckpt", "--out", "bundle"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("emosdk-export onnx: error: moved:")
+    assert "python -m train.export_bundle CHECKPOINT_DIR --out BUNDLE" in err
+    with pytest.raises(SystemExit) as e:  # comparing with checkpoints moved there too
+        main(["validate", "bundle", "--checkpoints", "ckpt"])
+    assert e.value.code == 2
