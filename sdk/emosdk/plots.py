@@ -80,6 +80,8 @@ def plot_curves(
         cv2.putText(img, f"{x:g}", (to_px(x, 0)[0] - 10, h - bottom + 20), font, 0.4, (0, 0, 0), 1)
     cv2.rectangle(img, to_px(x_lo, 1), to_px(x_hi, 0), (0, 0, 0), 1)
     palette = [(200, 80, 30), (40, 140, 40), (30, 30, 200), (150, 60, 150), (0, 150, 200)]
+    # more series (the robustness plots have up to nine): more colours, the first five unchanged
+    palette += [(0, 0, 0), (120, 120, 0), (0, 100, 160), (160, 160, 160), (90, 40, 0)]
     for i, (name, pts) in enumerate(series.items()):
         if not pts:  # keeps its colour slot, so a name has one colour across several plots
             continue
