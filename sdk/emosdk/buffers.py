@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,10 +75,12 @@ class AudioBuffer:
 
 @dataclass(frozen=True)
 class FrameEntry:
-    """One video frame after perception: its time and face embedding (None when no face)."""
+    """One video frame after perception: its time, face embedding (None when no face) and the
+    face's quality measures (:func:`emosdk.quality.face_measures`; None when no face)."""
 
     t_ms: float
     embedding: np.ndarray | None
+    quality: Mapping[str, float] | None = None
 
 
 class FrameBuffer:
@@ -97,12 +100,19 @@ class FrameBuffer:
             self._frames.popleft()
 
     def grid(
-        self, start_ms: float, end_ms: float, fps: float, dim: int, reach_ms: float | None = None
+        self,
+        start_ms: float,
+        end_ms: float,
+        fps: float,
+        dim: int,
+        reach_ms: float | None = None,
+        used: list[FrameEntry] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, int]:
         """Sample embeddings at the centres of ``round((end-start)*fps)`` slots.
 
         Each slot takes the nearest frame within ``reach_ms`` (default: one slot length); a slot
-        with no frame that near, or whose nearest frame had no face, is masked.
+        with no frame that near, or whose nearest frame had no face, is masked. ``used``, when
+        given, receives the entry of every slot that holds a face.
 
         Returns:
             video (T, dim) float32 with zeros where masked, mask (T,) float32, and the number of
@@ -126,6 +136,8 @@ class FrameBuffer:
             if f.embedding is not None:
                 video[i] = f.embedding
                 mask[i] = 1.0
+                if used is not None:
+                    used.append(f)
         return video, mask, seen
 
 

@@ -54,6 +54,10 @@ class RecognizerConfig:
             mediapipe 0.10.x is installed, ``pip install "emosdk[mediapipe]"``, else OpenCV's
             Haar cascade; the choice and the reason are logged), ``"mediapipe"`` or ``"haar"``.
             Face crops passed with ``face=`` are never detected.
+        quality_gate: Leave an unreliable modality (by the model's quality thresholds: noisy or
+            clipped audio, a small, dark or blurred face) out of the fusion when the other one
+            is present and reliable; the result says so in ``missing``. Every result reports
+            each present modality's quality either way.
     """
 
     model: str | Path = "default"
@@ -74,6 +78,7 @@ class RecognizerConfig:
     max_faces: int = 1
     align_faces: bool = True
     face_detector: str = "auto"
+    quality_gate: bool = True
 
     def __post_init__(self) -> None:
         def choice(name: str, options: tuple[str, ...]) -> None:
@@ -120,7 +125,7 @@ class RecognizerConfig:
         number("smoothing_alpha", 0.0, 1.0)
         number("min_face_fraction", 0.0, 1.0, lo_open=False)
         number("min_audio_rms", 0.0, 1.0, lo_open=False)
-        for flag in ("verify_model", "align_faces"):
+        for flag in ("verify_model", "align_faces", "quality_gate"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag}: expected a bool, got {getattr(self, flag)!r}")
         if (

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .capture.base import SourceInfo
+from .quality import QualityRules
 from .results import Modality
 
 DEVICE = {Modality.AUDIO: "microphone", Modality.VIDEO: "camera"}
@@ -94,3 +95,58 @@ def video_missing(
     if recent_slots and not face_mask[-recent_slots:].any():
         return f"no face in the last {(recent_ms or 0.0) / 1000.0:.2f} s"
     return None
+
+
+def audio_unreliable(measures: dict[str, float], rules: QualityRules) -> str | None:
+    """Why present audio is not reliable (noise, very low gain, clipping, narrow band), or None."""
+    if not measures:
+        return None
+    why = []
+    if measures["snr_db"] < rules.min_snr_db:
+        why.append(f"SNR {measures['snr_db']:.0f} dB < {rules.min_snr_db:.0f} dB")
+    if measures["level_dbfs"] < rules.min_level_dbfs:
+        why.append(f"level {measures['level_dbfs']:.0f} dBFS < {rules.min_level_dbfs:.0f} dBFS")
+    if measures["clipping"] > rules.max_clipping:
+        why.append(f"{100 * measures['clipping']:.1f}% of samples clipped")
+    if measures["bandwidth_hz"] < rules.min_bandwidth_hz:
+        why.append(f"bandwidth {measures['bandwidth_hz']:.0f} Hz < {rules.min_bandwidth_hz:.0f} Hz")
+    return "; ".join(why) or None
+
+
+def video_unreliable(measures: dict[str, float], rules: QualityRules) -> str | None:
+    """Why a present face is not reliable (small, dark or bright, flat, blurred, doubtful), or
+    None."""
+    if not measures:
+        return None
+    why = []
+    if measures["face_px"] < rules.min_face_px:
+        why.append(f"face {measures['face_px']:.0f} px < {rules.min_face_px:.0f} px")
+    if not rules.min_brightness <= measures["brightness"] <= rules.max_brightness:
+        why.append(
+            f"brightness {measures['brightness']:.2f} outside [{rules.min_brightness}, "
+            f"{rules.max_brightness}]"
+        )
+    if measures["contrast"] < rules.min_contrast:
+        why.append(f"contrast {measures['contrast']:.3f} < {rules.min_contrast}")
+    if measures["sharpness"] < rules.min_sharpness:
+        why.append(f"sharpness {measures['sharpness']:.3f} < {rules.min_sharpness} (blur)")
+    if measures["detector_score"] < rules.min_detector_score:
+        why.append(f"detector score {measures['detector_score']:.2f} < {rules.min_detector_score}")
+    return "; ".join(why) or None
+
+
+def gate(unreliable: dict, present: tuple, enabled: bool) -> dict:
+    """The present modalities to leave out of the fusion for being unreliable: one that is
+    unreliable while another present one is reliable (with nothing better, all stay in).
+
+    Args:
+        unreliable: modality -> reason (None when reliable), for the present modalities.
+        present: the modalities that would be fused.
+        enabled: the recognizer's ``quality_gate``.
+    """
+    if not enabled or len(present) < 2:
+        return {}
+    bad = {m: why for m, why in unreliable.items() if m in present and why}
+    if not bad or len(bad) == len(present):
+        return {}
+    return {m: f"unreliable: {why}" for m, why in bad.items()}

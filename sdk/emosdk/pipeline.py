@@ -20,13 +20,15 @@ import numpy as np
 
 from . import _validate, health
 from .backends import Backend
-from .buffers import FrameBuffer, step_mask
+from .buffers import FrameBuffer, FrameEntry, step_mask
 from .config import RecognizerConfig
 from .errors import EmosdkError, ModelError
 from .features.face import normalize_face
 from .features.whisper import compute_features
 from .models import ModelBundle
-from .results import EmotionResult, Latency, Modality
+from .perception.voice import FRAME_MS as VAD_FRAME_MS
+from .quality import audio_measures, face_measures, window_face_measures
+from .results import EmotionResult, Latency, Modality, Quality
 from .scores import Calibration, Smoother, softmax
 
 Stages = dict[str, float]
@@ -57,6 +59,8 @@ class AudioWindow:
         coverage: share of the window's real (not padding) samples that were captured.
         missing: why the window's audio does not count, or None.
         stages: time spent (ms) per stage.
+        measures: quality measures of the window's real samples (:mod:`emosdk.quality`),
+            empty when the audio does not count.
     """
 
     seq: np.ndarray
@@ -64,6 +68,7 @@ class AudioWindow:
     coverage: float
     missing: str | None
     stages: Mapping[str, float] = field(default_factory=dict)
+    measures: Mapping[str, float] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -136,8 +141,9 @@ class Pipeline:
 
     def face_crops(
         self, image: np.ndarray, tracker: object = None
-    ) -> tuple[list[tuple[int, np.ndarray]], float]:
-        """(track id, aligned crop) per face: the largest, or tracked faces with a tracker."""
+    ) -> tuple[list[tuple[int, np.ndarray, object]], float]:
+        """(track id, aligned crop, box) per face: the largest, or tracked faces with a
+        tracker."""
         from .perception.face import align, crop
 
         if image.dtype.kind == "f":  # [0, 1] floats: detect, align and crop on 8 bits
@@ -146,28 +152,38 @@ class Pipeline:
         boxes = tracker.update(boxes) if tracker is not None else boxes[:1]
         cut = align if self.config.align_faces else crop
         t0 = time.perf_counter()
-        crops = [(b.track_id, cut(image, b)) for b in boxes]
+        crops = [(b.track_id, cut(image, b), b) for b in boxes]
         return crops, ms + (time.perf_counter() - t0) * 1e3
 
-    def embed(self, crops: Sequence[np.ndarray], name: str) -> tuple[np.ndarray, Stages]:
-        """Face embeddings (N, d_video) of face crops, in one batch."""
+    def embed(
+        self, crops: Sequence[np.ndarray], name: str, boxes: Sequence[object] | None = None
+    ) -> tuple[np.ndarray, Stages, list[dict[str, float]]]:
+        """Face embeddings (N, d_video) of face crops, in one batch, with each face's quality
+        measures (``boxes``: the detector's boxes, for face size and score; None for crops
+        given as they are)."""
         if not crops:
-            return np.zeros((0, self.d_video), np.float32), {}
+            return np.zeros((0, self.d_video), np.float32), {}, []
         t0 = time.perf_counter()
-        batch = np.stack(
-            [normalize_face(c, self.face_params, f"{name}[{i}]") for i, c in enumerate(crops)]
-        )
+        fp = self.face_params
+        batch = np.stack([normalize_face(c, fp, f"{name}[{i}]") for i, c in enumerate(crops)])
+        measures = []
+        for i, c in enumerate(crops):
+            box = boxes[i] if boxes is not None else None
+            px = min(box.w, box.h) if box is not None else min(c.shape[:2])
+            score = float(getattr(box, "score", 1.0)) if box is not None else 1.0
+            measures.append(face_measures(batch[i, 0] * fp.std + fp.mean, px, score))
         stages = {"face_preprocess": (time.perf_counter() - t0) * 1e3}
         out, ms = self.run("face_encoder", {"face": batch})
         stages["face_encoder"] = ms
-        return next(iter(out.values())), stages
+        return next(iter(out.values())), stages, measures
 
     def encode_images(
         self, items: Sequence[np.ndarray | None], is_face: bool
-    ) -> tuple[list[np.ndarray | None], Stages]:
-        """Face embeddings per image (None where there is no image or no face)."""
+    ) -> tuple[list[FrameEntry | None], Stages]:
+        """Per image, its face embedding and quality as a FrameEntry with time 0 (None where
+        there is no image or no face)."""
         name = "face" if is_face else "frame"
-        crops: list[np.ndarray | None] = []
+        crops: list[tuple[np.ndarray, object] | None] = []
         stages: Stages = {}
         for i, img in enumerate(items):
             if img is None:
@@ -175,24 +191,26 @@ class Pipeline:
                 continue
             _validate.image(f"{name}[{i}]", img, "an image (H, W) or (H, W, 1|3)")
             if is_face:
-                crops.append(img)
+                crops.append((img, None))
             else:
                 found, ms = self.face_crops(img)
                 add_stages(stages, {"face_detect": ms})
-                crops.append(found[0][1] if found else None)
+                crops.append(found[0][1:] if found else None)
         present = [i for i, c in enumerate(crops) if c is not None]
-        embs: list[np.ndarray | None] = [None] * len(crops)
-        vectors, embed_stages = self.embed([crops[i] for i in present], name)
-        for j, e in zip(present, vectors):
-            embs[j] = e
-        return embs, add_stages(stages, embed_stages)
+        entries: list[FrameEntry | None] = [None] * len(crops)
+        vectors, embed_stages, measures = self.embed(
+            [crops[i][0] for i in present],
+            name,
+            None if is_face else [crops[i][1] for i in present],
+        )
+        for j, e, m in zip(present, vectors, measures):
+            entries[j] = FrameEntry(0.0, e, m)
+        return entries, add_stages(stages, embed_stages)
 
     # -- one window ------------------------------------------------------------------------
-    def speech(self, pcm: np.ndarray, valid: np.ndarray) -> tuple[bool, float]:
-        """Whether the window holds enough speech, and how many ms (voice activity off: True)."""
-        if self._vad is None:
-            return True, 0.0
-        return self._vad.has_speech(pcm, valid)
+    def speech_frames(self, pcm: np.ndarray, valid: np.ndarray) -> np.ndarray | None:
+        """Voice activity per 30 ms frame (None when voice activity is off)."""
+        return None if self._vad is None else self._vad.speech_frames(pcm, valid)
 
     def audio_window(
         self,
@@ -225,13 +243,17 @@ class Pipeline:
         coverage = float(real.mean()) if len(real) else 0.0
         if known_missing:
             return AudioWindow(seq, mask, coverage, None)
-        speech, speech_ms = self.speech(pcm, valid)
+        frames = self.speech_frames(pcm, valid)
+        speech_ms = 0.0 if frames is None else float(frames.sum() * VAD_FRAME_MS)
+        speech = frames is None or speech_ms >= self.config.min_speech_ms
         vad = self._vad.method if self._vad is not None else None
         reason = health.audio_missing(
             bool(valid.any()), speech, speech_ms, vad, self.config.min_speech_ms
         )
         if reason is not None:
             return AudioWindow(seq, mask, coverage, reason)
+        real = valid if padding is None else valid & ~padding
+        measures = audio_measures(pcm, real, frames, p.sample_rate)
         t0 = time.perf_counter()
         mel = compute_features(pcm, p)[None]  # (1, frames, n_mels): the bundle's front end
         stages = {"audio_frontend": (time.perf_counter() - t0) * 1e3}
@@ -243,7 +265,7 @@ class Pipeline:
         if reason is not None:
             return AudioWindow(np.zeros_like(emb, np.float32), mask, coverage, reason, stages)
         seq = np.ascontiguousarray(emb * mask[..., None], dtype=np.float32)
-        return AudioWindow(seq, mask, coverage, None, stages)
+        return AudioWindow(seq, mask, coverage, None, stages, measures)
 
     def fuse(
         self,
@@ -280,7 +302,8 @@ class Pipeline:
             missing[Modality.AUDIO] = audio.missing
         add_stages(stages, audio.stages)
         fps = self.bundle.stream.video_fps
-        video, vmask, seen = frames.grid(start, end, fps, self.d_video, reach_ms)
+        faces: list[FrameEntry] = []
+        video, vmask, seen = frames.grid(start, end, fps, self.d_video, reach_ms, faces)
         coverage = {Modality.AUDIO: audio.coverage, Modality.VIDEO: float(vmask.mean())}
         if Modality.VIDEO not in missing:
             recent = max(1, int(round(recent_ms / 1000.0 * fps))) if recent_ms else None
@@ -289,10 +312,24 @@ class Pipeline:
             )
             if reason is not None:
                 missing[Modality.VIDEO] = reason
+        quality = self._quality(audio, faces, missing)
+        unreliable = {m: q.reason for m, q in quality.items()}
+        present = tuple(m for m in Modality if m not in missing)
+        missing.update(health.gate(unreliable, present, self.config.quality_gate))
         used = tuple(m for m in Modality if m not in missing)
         if not used:
             return EmotionResult(
-                None, {}, {}, end, (start, end), (), missing, coverage, Latency(stages), track_id
+                None,
+                {},
+                {},
+                end,
+                (start, end),
+                (),
+                missing,
+                coverage,
+                Latency(stages),
+                track_id,
+                quality,
             )
         audio_seq, audio_mask = audio.seq, audio.mask
         if Modality.AUDIO in missing:
@@ -322,4 +359,21 @@ class Pipeline:
             coverage,
             Latency(stages),
             track_id,
+            quality,
         )
+
+    def _quality(
+        self, audio: AudioWindow, faces: Sequence[FrameEntry], missing: Mapping[Modality, str]
+    ) -> dict[Modality, Quality]:
+        """Quality of each present modality: its measures and the bundle's verdict on them."""
+        rules = self.bundle.quality
+        out = {}
+        if Modality.AUDIO not in missing and audio.measures:
+            why = health.audio_unreliable(dict(audio.measures), rules)
+            out[Modality.AUDIO] = Quality(why is None, audio.measures, why)
+        measured = [f.quality for f in faces if f.quality]
+        if Modality.VIDEO not in missing and measured:
+            m = window_face_measures(measured)
+            why = health.video_unreliable(m, rules)
+            out[Modality.VIDEO] = Quality(why is None, m, why)
+        return out

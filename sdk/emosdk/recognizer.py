@@ -261,10 +261,11 @@ class Recognizer:
             # the images are spread over the whole window, each standing for its share (the
             # model saw faces throughout its windows, also where the audio was padding)
             reach = window_ms / len(items)
-            embs, more = p.encode_images(items, is_face)
+            entries, more = p.encode_images(items, is_face)
             add_stages(stages, more)
-            for i, e in enumerate(embs):
-                frames.add(FrameEntry(start + (i + 0.5) * reach, e))
+            for i, e in enumerate(entries):
+                t = start + (i + 0.5) * reach
+                frames.add(FrameEntry(t, None) if e is None else dataclasses.replace(e, t_ms=t))
         else:
             known[Modality.VIDEO] = "not provided"
         audio_part = self._audio_part(pcm, window_ms, known)
@@ -312,11 +313,11 @@ class Recognizer:
         _validate.image("image", image, "an image (H, W) or (H, W, 1|3)")
         p = self._open()
         if self.config.max_faces == 1:
-            return [c for _, c in p.face_crops(image)[0]]
+            return [c for _, c, _ in p.face_crops(image)[0]]
         from .perception.face import FaceTracker
 
         found = p.face_crops(image, FaceTracker(max_faces=self.config.max_faces))[0]
-        return [c for _, c in found]
+        return [c for _, c, _ in found]
 
     # -- streams -------------------------------------------------------------------------------
     def stream(

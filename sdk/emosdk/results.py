@@ -88,6 +88,34 @@ class Latency:
 
 
 @dataclass(frozen=True)
+class Quality:
+    """How trustworthy one present modality was in a window.
+
+    Attributes:
+        reliable: the measures pass the model's thresholds (``model.json`` -> ``quality``).
+        measures: what was measured (see :mod:`emosdk.quality`): for audio ``snr_db``,
+            ``speech_fraction``, ``level_dbfs``, ``clipping``, ``bandwidth_hz``; for video
+            ``face_px``, ``brightness``, ``contrast``, ``sharpness``, ``detector_score``
+            (medians over the window's frames with a face).
+        reason: why it is not reliable (e.g. ``"SNR 2 dB < 8 dB"``), None when it is.
+    """
+
+    reliable: bool
+    measures: Mapping[str, float] = field(default_factory=dict)
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "measures", _frozen(self.measures))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reliable": self.reliable,
+            "measures": {k: round(float(v), 4) for k, v in self.measures.items()},
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
 class EmotionResult:
     """One emotion estimate for one window.
 
@@ -104,6 +132,10 @@ class EmotionResult:
         reason: Human-readable summary of ``missing`` (``None`` when nothing is missing).
         latency: Per-stage latency breakdown.
         track_id: Face track the result belongs to (0 for the primary face).
+        quality: Modality -> :class:`Quality` for each modality that was present: measures of
+            its signal (SNR, face size, blur, brightness...) and whether they make it reliable.
+            An unreliable modality next to a reliable one is left out of the fusion (it then
+            appears in ``missing`` as ``"unreliable: ..."``) unless ``quality_gate=False``.
     """
 
     label: str | None
@@ -116,9 +148,10 @@ class EmotionResult:
     coverage: Mapping[Modality, float]
     latency: Latency
     track_id: int = 0
+    quality: Mapping[Modality, Quality] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("scores", "raw_scores", "missing", "coverage"):
+        for name in ("scores", "raw_scores", "missing", "coverage", "quality"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
 
     @property
@@ -130,6 +163,13 @@ class EmotionResult:
         if not self.missing:
             return None
         return "; ".join(f"{m.value}: {why}" for m, why in self.missing.items())
+
+    @property
+    def reliable(self) -> bool:
+        """Every modality that contributed was reliable (False when none contributed)."""
+        return bool(self.modalities) and all(
+            self.quality[m].reliable for m in self.modalities if m in self.quality
+        )
 
     @property
     def confidence(self) -> float:
@@ -155,6 +195,8 @@ class EmotionResult:
                 "total": round(self.latency.total_ms, 3),
             },
             "track_id": self.track_id,
+            "reliable": self.reliable,
+            "quality": {m.value: q.to_dict() for m, q in self.quality.items()},
         }
 
     def to_json(self) -> str:

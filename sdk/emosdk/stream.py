@@ -278,15 +278,18 @@ class StreamSession:
         try:
             if self._tracker is None or is_face:
                 # the largest face (or the crop given; a crop is track 0 in multi-face mode)
-                embs, stages = p.encode_images([image], is_face)
-                self._track(0).frames.add(FrameEntry(t, embs[0]))
+                entries, stages = p.encode_images([image], is_face)
+                e = entries[0]
+                self._track(0).frames.add(FrameEntry(t, e and e.embedding, e and e.quality))
             else:
                 found, stages["face_detect"] = p.face_crops(image, self._tracker)
-                embs, more = p.embed([c for _, c in found], "frame")
+                embs, more, measures = p.embed(
+                    [c for _, c, _ in found], "frame", [b for _, _, b in found]
+                )
                 add_stages(stages, more)
-                for (tid, _), emb in zip(found, embs):
-                    self._track(tid).frames.add(FrameEntry(t, emb))
-                for tid in set(self._tracks) - {tid for tid, _ in found}:
+                for (tid, _, _), emb, m in zip(found, embs, measures):
+                    self._track(tid).frames.add(FrameEntry(t, emb, m))
+                for tid in set(self._tracks) - {tid for tid, _, _ in found}:
                     self._tracks[tid].frames.add(FrameEntry(t, None))
         except BackendUnavailableError as e:
             self._lost[Modality.VIDEO] = str(e)

@@ -47,7 +47,7 @@ def test_engine_fp16_reports_the_row_and_still_exits_zero_if_anything_ran(fixtur
     code = main(["--model", str(fixture_bundle), "--engine", "fp16", "--runs", "2"])
     out = capsys.readouterr().out
     if "TensorrtExecutionProvider" not in ort.get_available_providers():
-        assert "❌ onnxruntime fp16" in out and "needs a GPU" in out
+        assert "❌ onnxruntime fp16" in out and "needs an NVIDIA GPU" in out
         assert "❌ tensorrt fp16" in out
     assert "✅ onnxruntime fp32" in out  # the reference row still runs
     assert code == 0 and "Legend" in out

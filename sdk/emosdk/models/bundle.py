@@ -24,6 +24,7 @@ from ..features.audio import LogMelParams
 from ..features.face import FaceParams
 from ..features.whisper import FRONTEND as WHISPER
 from ..features.whisper import AudioParams, WhisperMelParams
+from ..quality import QualityRules
 
 logger = logging.getLogger("emosdk")
 
@@ -136,6 +137,9 @@ class ModelBundle:
         face: Face crop parameters.
         stream: Window, hop and frame rate the model expects.
         graphs: The graphs by role (``audio_encoder``, ``face_encoder``, ``fusion``).
+        quality: Thresholds that make a present modality reliable (``model.json`` ->
+            ``quality``, any subset of :class:`~emosdk.quality.QualityRules`; defaults
+            otherwise).
         meta: The whole ``model.json`` (read-only), including ``data_card`` and ``metrics``.
     """
 
@@ -148,6 +152,7 @@ class ModelBundle:
     stream: StreamParams
     graphs: Mapping[str, GraphSpec]
     meta: Mapping[str, Any] = field(repr=False)
+    quality: QualityRules = field(default_factory=QualityRules)
 
     def graph_path(self, role: str) -> Path:
         return self.path / self.graphs[role].file
@@ -367,6 +372,12 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> ModelBundle:
     if missing:
         raise ModelError(f"{where}: missing graphs {missing}")
     _variants(meta, files, where)
+    quality = meta.get("quality", {})
+    if not isinstance(quality, dict):
+        raise ModelError(f"{where}: quality must be an object of thresholds")
+    quality = params_from_dict(
+        QualityRules, quality, f"{where} quality", tuple(QualityRules.__dataclass_fields__)
+    )
     logits = next(t for t in graphs["fusion"].outputs if t.name == "logits")
     n_out = logits.shape[-1]
     if isinstance(n_out, int) and n_out != len(labels):
@@ -384,4 +395,5 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> ModelBundle:
         stream=stream,
         graphs=MappingProxyType(graphs),
         meta=MappingProxyType(meta),
+        quality=quality,
     )
