@@ -1,4 +1,5 @@
 """precision='fp16' on ONNX Runtime: the CUDA (or TensorRT) provider, never a silent CPU run.
+(Here, not in tests/sdk: the fp16 graphs are made by emosdk.export, which needs onnx.)
 
 The GPU run itself is in tools/gpu_check.py (`emosdk-bench --engine fp16` on the CUDA provider);
 here: what a machine without one says, the explicit CPU check mode, and ONNX Runtime's silent
