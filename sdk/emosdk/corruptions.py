@@ -391,7 +391,7 @@ def resize(img: np.ndarray, height: int, width: int) -> np.ndarray:
             wgt[np.arange(m), lo] += 1 - (pos - lo)
             wgt[np.arange(m), hi] += pos - lo
         x = np.moveaxis(np.tensordot(wgt, np.moveaxis(x, axis, 0), axes=([1], [0])), 0, axis)
-    return (np.clip(x, 0, 255) + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(np.clip(x, 0, 255) + 0.5, dtype=np.uint8)
 
 
 def shrink_face(img: np.ndarray, box: Box | None, face_px: float) -> np.ndarray:
@@ -505,7 +505,8 @@ class Corruption:
         if self.fn is None:
             raise InputError(f"{self.name}: selects frames; use frame_rate_fps(severity)")
         out = self.fn(signal, ctx, **self.params(severity))
-        return fit_full_scale(out) if self.modality == "audio" else out
+        # images as a camera delivers them: C-contiguous, as the Recognizer requires
+        return fit_full_scale(out) if self.modality == "audio" else np.ascontiguousarray(out)
 
 
 def _levels(**columns: Sequence) -> tuple[MappingProxyType, ...]:

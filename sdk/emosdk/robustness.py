@@ -575,7 +575,7 @@ def run(
     settings = {
         "manifest": str(manifest),
         "modality": modality,
-        "corruptions": [c.name for c in chosen],
+        "corruptions": {c.name: [c.params(s) for s in sevs] for c in chosen},
         "severities": sevs,
         "seed": seed,
         "model_json_sha256": info["model_json_sha256"],
@@ -620,6 +620,7 @@ def run(
         raise InputError(
             f"{manifest}: no file has what --modality {modality} needs (excluded: {excluded})"
         )
+    summary = summarize(rec.labels, records, chosen, sevs, reference)
     out = {
         "schema_version": SCHEMA_VERSION,
         "command": "robustness",
@@ -648,7 +649,8 @@ def run(
             "corruption_error = mean over severities of 1 - accuracy (ImageNet-C's E, "
             "unnormalised: ce and relative_ce need --reference)"
         ),
-        **summarize(rec.labels, records, chosen, sevs, reference),
+        **summary,
+        "not_applicable": [c.name for c in chosen if c.name not in summary["cells"]],
         "reference": None if reference is None else reference.get("bundle"),
         "elapsed_s": round(time.perf_counter() - t_start, 1),
     }
