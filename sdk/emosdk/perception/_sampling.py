@@ -109,6 +109,7 @@ def _finish(out, dtype, color_order, value_range) -> np.ndarray:
 
 
 def _interp_axis(img: np.ndarray, pos: np.ndarray, n: int, axis: int, border: str) -> np.ndarray:
+    """Linear interpolation along one axis at ``pos`` (pixel coordinates)."""
     i0 = np.floor(pos)
     f = (pos - i0).astype(np.float32)
     i0 = i0.astype(np.int64)
@@ -119,11 +120,23 @@ def _interp_axis(img: np.ndarray, pos: np.ndarray, n: int, axis: int, border: st
         w1 = np.where((i1 >= 0) & (i1 < n), w1, 0.0).astype(np.float32)
     i0 = np.clip(i0, 0, n - 1)
     i1 = np.clip(i1, 0, n - 1)
-    a = np.take(img, i0, axis=axis).astype(np.float32)
-    b = np.take(img, i1, axis=axis).astype(np.float32)
-    shape = [1] * a.ndim
-    shape[axis] = -1
-    return a * w0.reshape(shape) + b * w1.reshape(shape)
+    # positions whose both weights are zero (letterbox padding) are not gathered at all
+    live = np.nonzero((w0 != 0) | (w1 != 0))[0]
+    shape = list(img.shape)
+    shape[axis] = len(pos)
+    out = np.zeros(shape, np.float32)
+    if live.size == 0:
+        return out
+    lo, hi = int(live[0]), int(live[-1]) + 1
+    sl = [slice(None)] * img.ndim
+    sl[axis] = slice(lo, hi)
+    wshape = [1] * img.ndim
+    wshape[axis] = -1
+    a = np.take(img, i0[lo:hi], axis=axis).astype(np.float32)
+    a *= w0[lo:hi].reshape(wshape)
+    a += np.take(img, i1[lo:hi], axis=axis) * w1[lo:hi].reshape(wshape)
+    out[tuple(sl)] = a
+    return out
 
 
 def _bilinear(img: np.ndarray, sx: np.ndarray, sy: np.ndarray, border: str) -> np.ndarray:

@@ -307,19 +307,25 @@ class BlazeFaceDetector:
         reg, cls = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: tensor})
         return reg, cls
 
-    def detections(self, image: np.ndarray) -> list[Detection]:
+    def detections(self, image: np.ndarray, small_faces: str | None = None) -> list[Detection]:
         """Raw detections in frame pixels, best score first (see :func:`decode`).
+
+        Args:
+            image: a frame, as for :meth:`detect`.
+            small_faces: overrides the detector's ``small_faces`` for this call (the tracker
+                passes ``"always"`` while it looks for more than one face).
 
         Raises:
             InputError: ``image`` is not a frame :func:`emosdk._validate.image` accepts.
         """
-        return self._detections(check_frame(image))
+        return self._detections(check_frame(image), small_faces)
 
-    def _detections(self, image: np.ndarray) -> list[Detection]:
+    def _detections(self, image: np.ndarray, small_faces: str | None = None) -> list[Detection]:
+        mode = self.small_faces if small_faces is None else small_faces
         tensor, rect = preprocess(image, self.color_order)
         reg, cls = self.run(tensor)
         found = decode(reg, cls, rect, self.min_score, self.iou_threshold)
-        if self.small_faces == "off" or (found and self.small_faces == "auto"):
+        if mode == "off" or (found and mode == "auto"):
             return found
         h, w = image.shape[:2]
         for r in tile_rects(h, w):

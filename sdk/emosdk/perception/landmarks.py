@@ -284,6 +284,10 @@ class FaceMeshTracker:
     runs only when fewer than ``max_faces`` faces are tracked (at the start, or when the landmark
     model's presence on a tracked region drops below ``min_presence``).
 
+    With ``max_faces`` > 1 the detector also searches its 2x2 tiles (faces under 13 px of its
+    input, e.g. two people side by side in a 960x360 frame), as long as fewer faces than
+    ``max_faces`` are tracked: like MediaPipe, the detector then runs on every frame.
+
     A :class:`FaceDetector` (``detect(image)`` -> boxes, largest first) whose boxes carry
     ``landmarks``, ``presence``, ``blendshapes`` (when enabled) and ``track_id``; each box is
     the landmarks' bounding box clipped to the frame, its eyes the iris centres.
@@ -375,7 +379,9 @@ class FaceMeshTracker:
             self.detector_runs += 1
             known = [_bbox(m.landmarks) for _, m in faces]
             new_rois = []
-            for d in self.detector.detections(image):
+            # looking for several faces: the tiles too, or people further away are missed
+            mode = "always" if self.max_faces > 1 else None
+            for d in self.detector.detections(image, small_faces=mode):
                 if len(faces) + len(new_rois) >= self.max_faces:
                     break
                 if any(_box_iou(d.box, k) > self.min_iou for k in known):
