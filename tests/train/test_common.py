@@ -23,8 +23,13 @@ from train.common import (  # noqa: E402
 )
 
 TRAIN = ROOT / "train"
-# in-progress work of the speech engineer, left to its owner (reported to the lead)
-KNOWN = {("export_speech", "train_speech")}
+# other engineers' work in progress when this rule came in (reported to the lead): their shared
+# parts belong in train/common.py or a library module; remove each entry once it is fixed
+KNOWN = {
+    ("export_speech", "train_speech"),
+    ("ckplus_cv", "face_recipe"),
+    ("face_recipe", "face_teacher"),
+}
 
 
 def _scripts() -> set[str]:
