@@ -266,7 +266,7 @@ def _fp16_drift(bundle_dir: Path, roles: Sequence[str], variant: dict[str, str])
     graphs on ONNX Runtime's CPU provider. Refuses non-finite outputs."""
     import onnxruntime as ort
 
-    from emosdk.export.cli import random_inputs
+    from emosdk.export.validate import random_inputs
 
     bundle = load_bundle(bundle_dir)
     fusion = bundle.graphs["fusion"]

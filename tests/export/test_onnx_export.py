@@ -17,7 +17,7 @@ import onnx
 import pytest
 import torch
 
-from emosdk.export.cli import grid, random_inputs, real_inputs
+from emosdk.export.validate import grid, random_inputs, real_inputs
 from emosdk.export.onnx import (
     OPSET_ONNXRUNTIME,
     OPSET_TENSORRT,

@@ -31,7 +31,7 @@ def test_train_seed_smoke(tmp_path: Path) -> None:
         "--audio-crops", "1", "--face-jitters", "2",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
