@@ -17,7 +17,6 @@ import onnx
 import pytest
 import torch
 
-from emosdk.export.validate import grid, random_inputs, real_inputs
 from emosdk.export.onnx import (
     OPSET_ONNXRUNTIME,
     OPSET_TENSORRT,
@@ -32,6 +31,7 @@ from emosdk.export.onnx import (
     read_export_metadata,
     set_external_data,
 )
+from emosdk.export.validate import grid, random_inputs, real_inputs
 from emosdk.features.audio import LogMelParams
 from emosdk.features.face import FaceParams
 from emosdk.models.bundle import StreamParams

@@ -304,8 +304,8 @@ def trt_gpu():
 def test_build_and_run_engines_match_onnxruntime(trt_gpu, fixture_bundle, tmp_path, precision):
     from emosdk.backends.onnxruntime import OnnxRuntimeBackend
     from emosdk.backends.tensorrt import TensorRTBackend
-    from emosdk.export.validate import random_inputs
     from emosdk.export.quantize import fp16_bundle
+    from emosdk.export.validate import random_inputs
 
     bundle_dir = tmp_path / "bundle"
     shutil.copytree(fixture_bundle, bundle_dir)
