@@ -186,16 +186,16 @@ class Augment:
     uses :func:`synthetic_rir`. Each corruption is drawn independently, so some clips stay clean.
     """
 
-    p_speed: float = 0.5
+    p_speed: float = 0.4
     speed: tuple[float, float] = (0.88, 1.12)
     p_gain: float = 0.8
     gain_db: tuple[float, float] = (-30.0, 6.0)
-    p_noise: float = 0.35
-    snr_db: tuple[float, float] = (-3.0, 30.0)
+    p_noise: float = 0.3
+    snr_db: tuple[float, float] = (0.0, 30.0)
     p_babble: float = 0.35  # share of the noise draws that are babble
-    p_reverb: float = 0.25
+    p_reverb: float = 0.2
     rt60: tuple[float, float] = (0.15, 1.0)
-    p_telephone: float = 0.08
+    p_telephone: float = 0.05
     p_clip: float = 0.05
 
     def __call__(

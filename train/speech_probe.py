@@ -76,12 +76,18 @@ def pooled_features(
     return done
 
 
-def fit_logreg(x: np.ndarray, y: np.ndarray, c: float, n_classes: int) -> torch.nn.Linear:
-    """Multinomial logistic regression with sklearn's objective: C * sum(CE) + ||W||^2 / 2."""
+def fit_logreg(
+    x: np.ndarray, y: np.ndarray, c: float, n_classes: int, init: torch.nn.Linear | None = None
+) -> torch.nn.Linear:
+    """Multinomial logistic regression with sklearn's objective: C * sum(CE) + ||W||^2 / 2.
+
+    ``init`` warm-starts from another fit (the optimum is unique, so only the time changes).
+    """
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     lin = torch.nn.Linear(x.shape[1], n_classes, dtype=torch.float64)
-    torch.nn.init.zeros_(lin.weight)
-    torch.nn.init.zeros_(lin.bias)
+    with torch.no_grad():
+        lin.weight.copy_(init.weight if init is not None else torch.zeros_like(lin.weight))
+        lin.bias.copy_(init.bias if init is not None else torch.zeros_like(lin.bias))
     opt = torch.optim.LBFGS(lin.parameters(), lr=1, max_iter=500, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
@@ -109,9 +115,9 @@ def probe(
         }
         mu, sd = x["Train"].mean(0), x["Train"].std(0) + 1e-8
         x = {s: (v - mu) / sd for s, v in x.items()}
-        best = None
-        for c in C_GRID:
-            lin = fit_logreg(x["Train"], y["Train"], c, len(LABELS))
+        best, lin = None, None
+        for c in C_GRID:  # increasing C: each fit starts from the previous, more regular one
+            lin = fit_logreg(x["Train"], y["Train"], c, len(LABELS), lin)
             with torch.no_grad():
                 pred = {s: lin(torch.from_numpy(x[s])).argmax(-1).numpy() for s in x}
             dev = classification_report(y["Development"], pred["Development"], LABELS)

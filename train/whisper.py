@@ -286,7 +286,11 @@ class WhisperAudioBranch(nn.Module):
         self.proj = nn.Linear(D_MODEL, d_audio)
         self.norm = nn.LayerNorm(d_audio)
         self.drop = nn.Dropout(dropout)
+        # the pooled statistics vary little between clips next to their size (time means of
+        # layer-normalised steps): without standardising them the head learns several times
+        # slower (measured: loss 1.58 vs 1.31 after 60 steps with a frozen encoder)
         self.head = nn.Sequential(
+            nn.BatchNorm1d(2 * d_audio),
             nn.Linear(2 * d_audio, d_audio),
             nn.GELU(),
             nn.Dropout(dropout),
