@@ -95,3 +95,47 @@ def test_the_bundle_names_its_audio_front_end(bundle_copy):
     path.write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="frontend"):
         load_bundle(bundle_copy)
+
+
+def test_perception_graphs_are_listed_and_hash_checked(bundle_copy):
+    import hashlib
+
+    from emosdk.models import BUNDLED_DIR
+
+    src = BUNDLED_DIR / "default" / "face_detector.onnx"
+    shutil.copy(src, bundle_copy / "face_detector.onnx")
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    spec = {
+        "file": "face_detector.onnx",
+        "inputs": [{"name": "image", "shape": [1, 128, 128, 3], "dtype": "float32"}],
+        "outputs": [
+            {"name": "regressors", "shape": [1, 896, 16], "dtype": "float32"},
+            {"name": "classificators", "shape": [1, 896, 1], "dtype": "float32"},
+        ],
+    }
+    path = bundle_copy / "model.json"
+    meta = json.loads(path.read_text())
+    meta["perception"] = {"face_detector": spec}
+    meta["files"]["face_detector.onnx"] = digest
+    path.write_text(json.dumps(meta))
+    b = load_bundle(bundle_copy)
+    assert b.perception_path("face_detector") == bundle_copy / "face_detector.onnx"
+    assert b.perception_path("face_landmarks") is None
+    data = bytearray((bundle_copy / "face_detector.onnx").read_bytes())
+    data[1000] ^= 1
+    (bundle_copy / "face_detector.onnx").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"face_detector\.onnx.*SHA-256"):
+        load_bundle(bundle_copy)
+    for edit, match in (
+        (lambda m: m["perception"].update(face_mesh=spec), "unknown perception"),
+        (
+            lambda m: m["graphs"].update(face_detector=m["perception"].pop("face_detector")),
+            "belong under perception",
+        ),
+        (lambda m: m["perception"]["face_detector"]["outputs"].pop(), "classificators"),
+    ):
+        edited = json.loads(json.dumps(meta))
+        edit(edited)
+        path.write_text(json.dumps(edited))
+        with pytest.raises(ModelError, match=match):
+            load_bundle(bundle_copy, verify=False)

@@ -39,6 +39,14 @@ REQUIRED_INPUTS = {
     "fusion": ("audio", "audio_mask", "video", "video_mask"),
 }
 REQUIRED_OUTPUTS = {"audio_encoder": ("audio_emb",), "fusion": ("logits",)}
+#: perception graphs a bundle may carry (model.json -> perception), with their tensors
+PERCEPTION_ROLES = ("face_detector", "face_landmarks", "face_blendshapes")
+REQUIRED_INPUTS.update(face_detector=("image",), face_landmarks=("image",))
+REQUIRED_OUTPUTS.update(
+    face_detector=("regressors", "classificators"),
+    face_landmarks=("landmarks", "presence"),
+    face_blendshapes=("blendshapes",),
+)
 MIN_HOP_S = 0.05  # at most 20 results per second of input
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -137,6 +145,9 @@ class ModelBundle:
         face: Face crop parameters.
         stream: Window, hop and frame rate the model expects.
         graphs: The graphs by role (``audio_encoder``, ``face_encoder``, ``fusion``).
+        perception: The perception graphs by role (``face_detector``, ``face_landmarks``,
+            ``face_blendshapes``; ``model.json`` -> ``perception``), hash-checked like the
+            others; empty when the bundle carries none.
         quality: Thresholds that make a present modality reliable (``model.json`` ->
             ``quality``, any subset of :class:`~emosdk.quality.QualityRules`; defaults
             otherwise).
@@ -153,9 +164,15 @@ class ModelBundle:
     graphs: Mapping[str, GraphSpec]
     meta: Mapping[str, Any] = field(repr=False)
     quality: QualityRules = field(default_factory=QualityRules)
+    perception: Mapping[str, GraphSpec] = field(default_factory=dict)
 
     def graph_path(self, role: str) -> Path:
         return self.path / self.graphs[role].file
+
+    def perception_path(self, role: str) -> Path | None:
+        """The file of a perception graph, or None when the bundle has none for ``role``."""
+        spec = self.perception.get(role)
+        return None if spec is None else self.path / spec.file
 
     def variant_files(self, precision: str) -> Mapping[str, str]:
         """Role -> file of the graphs that replace the fp32 ones at ``precision`` (``variants``
@@ -227,7 +244,8 @@ def params_from_dict(
 
 
 def _graph_spec(role: str, g: object, files: Mapping[str, str], where: str) -> GraphSpec:
-    gw = f"{where} graphs.{role}"
+    section = "perception" if role in PERCEPTION_ROLES else "graphs"
+    gw = f"{where} {section}.{role}"
     if not isinstance(g, dict) or not isinstance(g.get("file"), str):
         raise ModelError(f"{gw}: needs file, inputs and outputs")
     if g["file"] not in files:
@@ -368,10 +386,22 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> ModelBundle:
         role: _graph_spec(role, g, files, where)
         for role, g in _require(meta, "graphs", dict, where).items()
     }
+    misplaced = sorted(set(graphs) & set(PERCEPTION_ROLES))
+    if misplaced:
+        raise ModelError(f"{where}: graphs {misplaced} belong under perception, not graphs")
     missing = [r for r in GRAPH_ROLES if r not in graphs]
     if missing:
         raise ModelError(f"{where}: missing graphs {missing}")
     _variants(meta, files, where)
+    perception = meta.get("perception", {})
+    if not isinstance(perception, dict):
+        raise ModelError(f"{where}: perception must be an object role -> graph")
+    unknown = sorted(set(perception) - set(PERCEPTION_ROLES))
+    if unknown:
+        raise ModelError(f"{where}: unknown perception graphs {unknown}; known: {PERCEPTION_ROLES}")
+    perception = {role: _graph_spec(role, g, files, where) for role, g in perception.items()}
+    if "face_blendshapes" in perception and "face_landmarks" not in perception:
+        raise ModelError(f"{where}: perception.face_blendshapes needs face_landmarks")
     quality = meta.get("quality", {})
     if not isinstance(quality, dict):
         raise ModelError(f"{where}: quality must be an object of thresholds")
@@ -396,4 +426,5 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> ModelBundle:
         graphs=MappingProxyType(graphs),
         meta=MappingProxyType(meta),
         quality=quality,
+        perception=MappingProxyType(perception),
     )
