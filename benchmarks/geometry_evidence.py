@@ -20,7 +20,7 @@ Protocols:
   (BlazeFace, aligned crop, face encoder; landmarks on the same frame); accuracy per frame and
   per clip (mean probability). Six clips: a smoke figure, not a benchmark.
 
-    OMP_NUM_THREADS=1 python benchmarks/geometry_evidence.py \
+    OMP_NUM_THREADS=1 python benchmarks/geometry_evidence.py --fer-train-limit 8000 \
         --out benchmarks/results/face_geometry_evidence.json
 
 Needs torch (repo-only: the logistic regressions use its L-BFGS).
@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -290,7 +291,8 @@ def main() -> int:
     torch.set_num_threads(1)
     ex = Extractor()
     result = {
-        "command": "OMP_NUM_THREADS=1 python benchmarks/geometry_evidence.py",
+        "command": "OMP_NUM_THREADS=1 python benchmarks/geometry_evidence.py "
+        + " ".join(sys.argv[1:]),
         "l2": args.l2,
         "features": {k: list(v) for k, v in FEATURE_SETS.items()},
         "ckplus": ckplus(ex, args.cache, args.l2),

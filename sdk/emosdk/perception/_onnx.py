@@ -33,6 +33,8 @@ def open_session(path: str | Path, role: str, threads: int = 1):
     opts.intra_op_num_threads = int(threads)
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    # idle spinning threads would steal the core the next graph of the frame needs
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own untyped errors on a bad file
