@@ -14,6 +14,11 @@ Test-time views (``--tta``, several comma-separated; each is reported):
 
     python -m train.evaluate_face --bundle sdk/emosdk/models/bundled/default \\
         --tta none,flip,10crop --out-json docs/results/fer2013_face.json
+
+``--latency N`` also times the graph on one face at a time, N runs after a warm-up, with one
+onnxruntime thread (``intra_op_num_threads=1``, sequential execution), as the runtime embeds the
+faces of a frame; the JSON gets p50/p95/min in ms, the ONNX size and the machine (CPU count,
+load average: the development machine is shared, so the minimum is the least disturbed figure).
 """
 
 from __future__ import annotations
@@ -43,6 +48,44 @@ def onnx_values(path: Path) -> int:
     return int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer))
 
 
+def latency(graph: Path, runs: int = 200, size: int = 48) -> dict:
+    """One-face latency of a face-encoder graph on one onnxruntime thread (ms), and the machine."""
+    import os
+    import platform
+    import time
+
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    sess = ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).normal(size=(1, 1, size, size)).astype(np.float32)
+    for _ in range(20):
+        sess.run(None, {"face": x})
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, {"face": x})
+        times.append((time.perf_counter() - t0) * 1e3)
+    t = np.array(times)
+    return {
+        "runs": runs,
+        "threads": 1,
+        "p50_ms": round(float(np.percentile(t, 50)), 3),
+        "p95_ms": round(float(np.percentile(t, 95)), 3),
+        "min_ms": round(float(t.min()), 3),
+        "onnx_bytes": graph.stat().st_size,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "load_avg_1min": round(os.getloadavg()[0], 2),
+            "onnxruntime": ort.__version__,
+        },
+    }
+
+
 def evaluate(session, x: np.ndarray, y: np.ndarray, tta: str, batch: int = 256) -> dict:
     """classification_report of the mean softmax over the views of ``tta``."""
     probs = np.zeros((len(x), len(FER_CLASSES)), np.float64)
@@ -67,6 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cache-dir", default=str(D.CACHE_DIR), help='"" = no cache')
     p.add_argument("--limit", type=int, default=0, help=">0: smoke run, faces per class")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--latency", type=int, default=0, help=">0: time N one-face runs, 1 thread")
     p.add_argument("--out-json", type=Path)
     args = p.parse_args(argv)
     ttas = [t for t in args.tta.split(",") if t]
@@ -95,6 +139,9 @@ def main(argv: list[str] | None = None) -> dict:
             r = result["splits"][split][t]
             line = {"split": split, "tta": t, "n": r["n"], "accuracy": round(r["accuracy"], 4)}
             print(json.dumps(line | {"macro_f1": round(r["macro_f1"], 4)}), flush=True)
+    if args.latency:
+        result["latency"] = latency(graph, args.latency)
+        print(json.dumps({"latency_ms": {k: result["latency"][k] for k in ("p50_ms", "min_ms")}}))
     if args.out_json:
         args.out_json.parent.mkdir(parents=True, exist_ok=True)
         args.out_json.write_text(json.dumps(result, indent=2))

@@ -59,3 +59,14 @@ def test_missing_fer_usage_is_a_clear_error():
     assert (DATA / "fer2013" / "manifest.csv").is_file(), f"FER2013 missing in {DATA}"
     with pytest.raises(ValueError, match="no 'PrivateTest' faces here"):
         load_fer2013("PrivateTest", FaceParams(), DATA, 2, cache_dir=None)
+
+
+def test_latency_of_the_bundled_encoder_on_one_thread(tmp_path):
+    res = main(
+        ["--limit", "2", "--tta", "none", "--cache-dir", "", "--threads", "1", "--latency", "5"]
+    )  # fmt: skip
+    lat = res["latency"]
+    graph = load_model("default").graph_path("face_encoder")
+    assert lat["runs"] == 5 and lat["threads"] == 1 and lat["onnx_bytes"] == graph.stat().st_size
+    assert 0.0 < lat["min_ms"] <= lat["p50_ms"] <= lat["p95_ms"]
+    assert lat["machine"]["cpus"] >= 1
