@@ -359,3 +359,26 @@ def test_tiles_cover_the_frame():
     assert min(a for a, _ in xs) <= 0 and max(b for _, b in xs) >= 480
     assert all(r.width == 300 for r in rects)  # 1.6x the letterbox magnification
     assert FaceBox(0, 0, 2, 2) == FaceBox(0, 0, 2, 2, keypoints=np.zeros((6, 2)))
+
+
+def test_alignment_levels_the_eyes_with_blazeface_keypoints(det, decoded_clips):
+    import cv2
+
+    frame = decoded_clips[4][2][20][1]
+    h, w = frame.shape[:2]
+    for angle in (12, -20):
+        tilted = cv2.warpAffine(frame, cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1), (w, h))
+        b = det.detect(tilted)[0]
+        tilt = np.degrees(
+            np.arctan2(b.right_eye[1] - b.left_eye[1], b.right_eye[0] - b.left_eye[0])
+        )
+        assert abs(abs(tilt) - abs(angle)) < 4
+        crop = align(tilted, b)
+        assert crop.shape[0] == crop.shape[1] == round(max(b.w, b.h) * 1.2)
+        level = det.detect(crop)[0]
+        new = np.degrees(
+            np.arctan2(
+                level.right_eye[1] - level.left_eye[1], level.right_eye[0] - level.left_eye[0]
+            )
+        )
+        assert abs(new) < abs(tilt) / 4
