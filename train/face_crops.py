@@ -13,11 +13,19 @@ face's geometry inside that crop, on:
   expressed in the original 48x48 image;
 * ``fer_recropped``: the same faces re-cropped the runtime's way on that canvas.
 
+With ``--graph`` (repeatable), each face encoder's ``face_logits`` (argmax over the six project
+labels) is also scored per frame on the six clips against their intended label, on the runtime's
+crops and on ``fer_framed`` crops: the same frames cut around the eyes with FER2013's median
+framing (eye line at ``FER_EYE_Y`` of the side, eyes ``FER_EYE_DIST`` of the side apart), the
+crop this measurement recommends for the runtime. One actor and 379 frames: a sanity check, not
+a benchmark.
+
 For each it reports, in units of the crop side: the eye-line height, the distance between the
 eyes, the mouth height, the detector box side, and the horizontal offset of the eye midpoint
 from the centre (medians and 10th/90th percentiles); for ``fer_recropped`` also the share of the
 crop that falls outside the original image (what the re-cropped faces must invent). It writes
-JSON and a PNG montage of the three kinds of crops.
+JSON and a PNG montage: runtime crops, the same frames FER-framed, FER2013 as it is, FER2013
+re-cropped.
 
     python -m train.face_crops --fer 600 --out-json docs/results/face_crops.json \\
         --montage docs/img/face_crops.png
@@ -38,6 +46,30 @@ from . import data as D
 logger = logging.getLogger("emosdk.train")
 
 MARGIN = 0.1  # emosdk.perception.face.align's default, what the pipeline uses
+FER_EYE_Y = 0.39  # FER2013 PublicTest medians measured by this script (docs/results.md)
+FER_EYE_DIST = 0.345
+
+
+def fer_framed(image: np.ndarray, box, eye_y: float = FER_EYE_Y, eye_dist: float = FER_EYE_DIST):
+    """A square crop with the eyes level, ``eye_dist`` of the side apart, their midpoint at
+    (0.5, ``eye_y``) of the side: FER2013's framing. None without both eyes."""
+    import math
+
+    import cv2
+
+    if box.left_eye is None or box.right_eye is None:
+        return None
+    (lx, ly), (rx, ry) = box.left_eye, box.right_eye
+    theta = math.atan2(ry - ly, rx - lx)
+    d = math.hypot(rx - lx, ry - ly)
+    side = max(8, int(round(d / eye_dist)))
+    c, s = math.cos(theta), math.sin(theta)
+    # crop (u, v) -> frame: R(theta) @ ((u, v) - (side/2, eye_y*side)) + eye midpoint
+    ex, ey = (lx + rx) / 2, (ly + ry) / 2
+    u0, v0 = side / 2, eye_y * side
+    m = np.array([[c, -s, ex - c * u0 + s * v0], [s, c, ey - s * u0 - c * v0]])
+    return cv2.warpAffine(image, m, (side, side), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
 
 
 def geometry(box, crop_side: float, to_crop) -> dict:
@@ -91,6 +123,28 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+def score_clips(graphs: list[Path], faces: dict[str, list], labels: np.ndarray) -> dict:
+    """Per-frame accuracy of each graph's face_logits (argmax over the six project labels) on
+    each kind of crop of the six AV clips."""
+    import onnxruntime as ort
+
+    from . import FER_CLASSES, LABELS
+
+    cols = [FER_CLASSES.index(c) for c in LABELS]
+    out = {}
+    for g in graphs:
+        sess = ort.InferenceSession(str(g), providers=["CPUExecutionProvider"])
+        out[str(g)] = {}
+        for kind, crops in faces.items():
+            logits = sess.run(["face_logits"], {"face": np.stack(crops)})[0]
+            pred = logits[:, cols].argmax(-1)
+            per_clip = {LABELS[c]: round(float((pred[labels == c] == c).mean()), 3)
+                        for c in sorted(set(labels.tolist()))}  # fmt: skip
+            out[str(g)][kind] = {"accuracy": round(float((pred == labels).mean()), 4),
+                                 "per_clip": per_clip}  # fmt: skip
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     import cv2
 
@@ -104,12 +158,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--data-root", type=Path, default=D.DATA_ROOT)
     p.add_argument("--out-json", type=Path)
     p.add_argument("--montage", type=Path)
+    p.add_argument("--graph", type=Path, action="append", default=[], help="face encoder ONNX")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     det = create_face_detector("blazeface")
     params = FaceParams()
 
-    runtime, runtime_crops = [], []
+    runtime = []
+    faces: dict[str, list] = {"runtime": [], "fer_framed": []}
+    labels = []
     for clip in load_cremad_av_clips(args.data_root):
         for _, frame in clip.frames:
             boxes = det.detect(frame)
@@ -117,8 +174,9 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             side, to_crop = aligned_frame_map(boxes[0])
             runtime.append(geometry(boxes[0], side, to_crop))
-            if len(runtime_crops) < 8 and len(runtime) % 9 == 1:
-                runtime_crops.append(normalize_face(align(frame, boxes[0]), params)[0])
+            faces["runtime"].append(normalize_face(align(frame, boxes[0]), params))
+            faces["fer_framed"].append(normalize_face(fer_framed(frame, boxes[0]), params))
+            labels.append(clip.label)
 
     base = args.data_root / "fer2013"
     with open(base / "manifest.csv", newline="", encoding="utf-8") as f:
@@ -163,13 +221,17 @@ def main(argv: list[str] | None = None) -> dict:
         "fer_missed": missed,
         "command": "python -m train.face_crops " + " ".join(argv or []),
     }
+    if args.graph:
+        result["clips_accuracy"] = score_clips(args.graph, faces, np.array(labels))
     print(json.dumps(result, indent=1))
     if args.out_json:
         args.out_json.parent.mkdir(parents=True, exist_ok=True)
         args.out_json.write_text(json.dumps(result, indent=2))
-    if args.montage and runtime_crops and fer_crops:
+    if args.montage and faces["runtime"] and fer_crops:
+        every = max(1, len(faces["runtime"]) // 8)
         rows_img = [
-            np.concatenate(runtime_crops, 1),
+            np.concatenate([f[0] for f in faces["runtime"][::every][:8]], 1),
+            np.concatenate([f[0] for f in faces["fer_framed"][::every][:8]], 1),
             np.concatenate([a for a, _ in fer_crops], 1),
             np.concatenate([b for _, b in fer_crops], 1),
         ]
