@@ -382,3 +382,19 @@ def test_alignment_levels_the_eyes_with_blazeface_keypoints(det, decoded_clips):
             )
         )
         assert abs(new) < abs(tilt) / 4
+
+
+def test_rotated_crop_opencv_and_numpy_agree(decoded_clips):
+    from emosdk.perception.face import rotated_crop
+
+    f = decoded_clips[5][2][12][1]
+    for img in frame_variants(f).values():
+        a = rotated_crop(img, 220.3, 150.7, 131, 0.2, use_opencv=True)
+        b = rotated_crop(img, 220.3, 150.7, 131, 0.2, use_opencv=False)
+        assert a.shape == b.shape == (131, 131) + img.shape[2:] and a.dtype == b.dtype == img.dtype
+        diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+        scale = 255 if img.dtype == np.uint8 else 1
+        assert diff.max() <= 2.0 * scale / 255 + 1e-6 and diff.mean() < 0.2 * scale / 255
+    # without rotation the crop is the frame's own pixels
+    plain = rotated_crop(f, 240, 180, 100, 0.0, use_opencv=False)
+    np.testing.assert_array_equal(plain, f[130:230, 190:290])

@@ -10,6 +10,7 @@ mediapipe 0.10.21 by tools/convert_mediapipe.py).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -85,11 +86,15 @@ def sample(
     c, s = math.cos(rect.rotation), math.sin(rect.rotation)
     ux = (np.arange(out_w, dtype=np.float32) / out_w - 0.5) * rect.width
     vy = (np.arange(out_h, dtype=np.float32) / out_h - 0.5) * rect.height
-    if s == 0.0:  # axis-aligned (letterbox): separable, two small gathers
-        xs = rect.cx + c * ux
-        ys = rect.cy + c * vy
-        rows = _interp_axis(img, ys, h, axis=0, border=border)  # (out_h, W, C)
-        out = _interp_axis(rows, xs, w, axis=1, border=border)  # (out_h, out_w, C)
+    if s == 0.0 and c == 1.0:  # axis-aligned (letterbox, tiles): a cached gather plan
+        lo_row, hi_row, idx, wts = _plan(h, w, rect, out_w, out_h, border)
+        out = np.zeros((out_h, out_w, img.shape[2]), np.float32)
+        if hi_row > lo_row:
+            flat = img.reshape(-1, img.shape[2])
+            live = np.take(flat, idx[0], axis=0) * wts[0]
+            for k in range(1, 4):
+                live += np.take(flat, idx[k], axis=0) * wts[k]
+            out[lo_row:hi_row] = live.reshape(hi_row - lo_row, out_w, -1)
     else:
         sx = rect.cx + c * ux[None, :] - s * vy[:, None]
         sy = rect.cy + s * ux[None, :] + c * vy[:, None]
@@ -106,6 +111,36 @@ def _finish(out, dtype, color_order, value_range) -> np.ndarray:
     elif color_order == "bgr":
         out = out[..., ::-1]
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=32)
+def _plan(h: int, w: int, rect: Rect, out_w: int, out_h: int, border: str):
+    """Flat source indices and bilinear weights of an axis-aligned sampling, for the output rows
+    that read the frame at all (letterbox padding rows stay zero). Cached per frame size and
+    rect: a stream's frames share them, and the four tiles add four entries."""
+    xs = rect.cx + (np.arange(out_w, dtype=np.float32) / out_w - 0.5) * rect.width
+    ys = rect.cy + (np.arange(out_h, dtype=np.float32) / out_h - 0.5) * rect.height
+
+    def axis(pos, n):
+        i0 = np.floor(pos)
+        f = (pos - i0).astype(np.float32)
+        i0 = i0.astype(np.int64)
+        w0, w1 = 1.0 - f, f
+        if border == "zero":
+            w0 = np.where((i0 >= 0) & (i0 < n), w0, 0.0).astype(np.float32)
+            w1 = np.where((i0 + 1 >= 0) & (i0 + 1 < n), w1, 0.0).astype(np.float32)
+        return np.clip(i0, 0, n - 1), np.clip(i0 + 1, 0, n - 1), w0, w1
+
+    x0, x1, wx0, wx1 = axis(xs, w)
+    y0, y1, wy0, wy1 = axis(ys, h)
+    live = np.nonzero((wy0 != 0) | (wy1 != 0))[0]
+    if live.size == 0:
+        return 0, 0, None, None
+    lo, hi = int(live[0]), int(live[-1]) + 1
+    y0, y1, wy0, wy1 = y0[lo:hi, None], y1[lo:hi, None], wy0[lo:hi, None], wy1[lo:hi, None]
+    idx = [(yy * w + xx).ravel() for yy, xx in ((y0, x0), (y0, x1), (y1, x0), (y1, x1))]
+    wts = [(a * b).reshape(-1, 1) for a, b in ((wy0, wx0), (wy0, wx1), (wy1, wx0), (wy1, wx1))]
+    return lo, hi, np.stack(idx), np.stack(wts).astype(np.float32)
 
 
 def _interp_axis(img: np.ndarray, pos: np.ndarray, n: int, axis: int, border: str) -> np.ndarray:
