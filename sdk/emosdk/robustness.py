@@ -716,7 +716,7 @@ def plot(result: dict, folder: Path, stem: str = "robustness") -> dict[str, str]
         plot_curves(
             series,
             path,
-            f"{b['name']} {b['version']}: {group} corruptions, --modality {result['modality']}, "
+            f"{b['name']} {b['version']}: {group} corruptions ({result['modality']}), "
             f"n={result['n_files']}",
             "severity (0 = clean)",
             "macro-F1",
