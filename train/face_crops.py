@@ -37,6 +37,7 @@ import argparse
 import csv
 import json
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
         | {"outside_share": summarise([{"v": v} for v in outside])["v"]},
         "fer_detected": len(as_is),
         "fer_missed": missed,
-        "command": "python -m train.face_crops " + " ".join(argv or []),
+        "command": "python -m train.face_crops " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     if args.graph:
         result["clips_accuracy"] = score_clips(args.graph, faces, np.array(labels))
