@@ -14,7 +14,7 @@ BACKENDS = ("auto", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 SMOOTHING = ("none", "ema")
 VOICE_ACTIVITY = ("auto", "webrtc", "energy", "off")
-FACE_DETECTORS = ("auto", "mediapipe", "haar")
+FACE_DETECTORS = ("auto", "blazeface", "mediapipe", "haar")
 MIN_HOP_S = 0.05  # at most 20 results per second of input
 
 
@@ -50,10 +50,17 @@ class RecognizerConfig:
             ``track_id`` 0); more gives each tracked face its own result per hop, with a stable
             ``track_id`` (-1 when no face is tracked).
         align_faces: Level the eyes of detected faces before the face encoder.
-        face_detector: Face detector for full frames: ``"auto"`` (mediapipe's BlazeFace when
-            mediapipe 0.10.x is installed, ``pip install "emosdk[mediapipe]"``, else OpenCV's
-            Haar cascade; the choice and the reason are logged), ``"mediapipe"`` or ``"haar"``.
-            Face crops passed with ``face=`` are never detected.
+        face_detector: Face detector for full frames: ``"auto"`` (MediaPipe's BlazeFace on ONNX
+            Runtime from the model bundle's perception graphs, or the bundled default model's;
+            without them mediapipe 0.10.x when installed, else OpenCV's Haar cascade; the choice
+            and the reason are logged), ``"blazeface"``, ``"mediapipe"`` (``pip install
+            "emosdk[mediapipe]"``) or ``"haar"``. Face crops passed with ``face=`` are never
+            detected.
+        face_mesh: Follow faces with MediaPipe's 478 landmarks (and blendshapes) instead of
+            detecting them in every frame: the detector runs only when the landmarks lose the
+            face, crops are aligned on the irises, and face boxes carry landmarks and
+            blendshapes. About 14 ms more per embedded frame on one core (docs/face.md), so off
+            by default; needs the landmark graph in the bundle (the default model has it).
         quality_gate: Leave an unreliable modality (by the model's quality thresholds: noisy or
             clipped audio, a small, dark or blurred face) out of the fusion when the other one
             is present and reliable; the result says so in ``missing``. Every result reports
@@ -78,6 +85,7 @@ class RecognizerConfig:
     max_faces: int = 1
     align_faces: bool = True
     face_detector: str = "auto"
+    face_mesh: bool = False
     quality_gate: bool = True
 
     def __post_init__(self) -> None:
@@ -125,7 +133,7 @@ class RecognizerConfig:
         number("smoothing_alpha", 0.0, 1.0)
         number("min_face_fraction", 0.0, 1.0, lo_open=False)
         number("min_audio_rms", 0.0, 1.0, lo_open=False)
-        for flag in ("verify_model", "align_faces", "quality_gate"):
+        for flag in ("verify_model", "align_faces", "quality_gate", "face_mesh"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag}: expected a bool, got {getattr(self, flag)!r}")
         if (
@@ -149,6 +157,11 @@ class RecognizerConfig:
             raise ConfigError(
                 "precision='int8' needs 'CPUExecutionProvider' in providers "
                 f"(providers={self.providers}): int8 ONNX graphs run on the CPU provider"
+            )
+        if self.face_mesh and self.face_detector not in ("auto", "blazeface"):
+            raise ConfigError(
+                f"face_mesh=True follows faces with MediaPipe's landmarks and BlazeFace; "
+                f"face_detector={self.face_detector!r} cannot serve it (use 'auto' or 'blazeface')"
             )
         if self.providers is not None and self.backend == "tensorrt":
             raise ConfigError(

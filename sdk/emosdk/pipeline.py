@@ -11,6 +11,7 @@ the face detector (which is not thread-safe) is used under a lock.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,7 @@ from . import _validate, health
 from .backends import Backend
 from .buffers import FrameBuffer, FrameEntry, step_mask
 from .config import RecognizerConfig
-from .errors import EmosdkError, ModelError
+from .errors import BackendUnavailableError, EmosdkError, ModelError
 from .features.face import normalize_face
 from .features.whisper import compute_features
 from .models import ModelBundle
@@ -30,6 +31,8 @@ from .perception.voice import FRAME_MS as VAD_FRAME_MS
 from .quality import audio_measures, face_measures, window_face_measures
 from .results import EmotionResult, Latency, Modality, Quality
 from .scores import Calibration, Smoother, softmax
+
+logger = logging.getLogger("emosdk")
 
 Stages = dict[str, float]
 
@@ -95,6 +98,8 @@ class Pipeline:
         self.closed = False
         self._detector = None
         self._detector_lock = threading.Lock()
+        self._landmarker = None
+        self._perception_src: ModelBundle | bool | None = None
         self._vad = None
         if config.voice_activity != "off":
             from .perception.voice import VoiceActivity
@@ -110,9 +115,11 @@ class Pipeline:
     def close(self) -> None:
         self.closed = True
         with self._detector_lock:
-            detector, self._detector = self._detector, None
-        if detector is not None and hasattr(detector, "close"):
-            detector.close()
+            parts = (self._detector, self._landmarker)
+            self._detector = self._landmarker = None
+        for part in parts:
+            if part is not None and hasattr(part, "close"):
+                part.close()
 
     # -- graphs ----------------------------------------------------------------------------
     def run(
@@ -126,30 +133,93 @@ class Pipeline:
         return out, (time.perf_counter() - t0) * 1e3
 
     # -- faces -----------------------------------------------------------------------------
+    def _perception(self) -> ModelBundle | None:
+        """The bundle whose perception graphs serve this model: its own, else the bundled
+        default model's (loaded and hash-checked once), else None."""
+        if self._perception_src is None:
+            src = self.bundle
+            if "face_detector" not in src.perception:
+                from .models import DEFAULT_MODEL, load_model
+
+                try:
+                    src = load_model(DEFAULT_MODEL)
+                except ModelError as e:
+                    logger.warning("no perception graphs: the default model fails to load: %s", e)
+                    src = None
+            self._perception_src = src if src and "face_detector" in src.perception else False
+        return self._perception_src or None
+
+    def _face_detector(self):
+        """The shared face detector, made on first use (called under the detector lock)."""
+        if self._detector is None:
+            from .perception.face import create_face_detector
+
+            src = self._perception()
+            cfg = self.config
+            self._detector = create_face_detector(
+                cfg.face_detector,
+                color_order=cfg.color_order,
+                detector_model=src.perception_path("face_detector") if src else False,
+                small_faces="always" if cfg.max_faces > 1 else "auto",
+            )
+        return self._detector
+
     def detect(self, image: np.ndarray) -> tuple[list, float]:
         """Faces in a full frame (largest first) and the milliseconds it took."""
         t0 = time.perf_counter()
-        with self._detector_lock:  # detectors keep state and are not thread-safe
-            if self._detector is None:
-                from .perception.face import create_face_detector
-
-                self._detector = create_face_detector(
-                    self.config.face_detector, color_order=self.config.color_order
-                )
-            boxes = self._detector.detect(image)
+        with self._detector_lock:  # Haar and mediapipe's detectors are not thread-safe
+            boxes = self._face_detector().detect(image)
         return boxes, (time.perf_counter() - t0) * 1e3
+
+    def mesh_tracker(self, max_faces: int | None = None) -> object:
+        """A new FaceMeshTracker (one per stream): faces followed by their landmarks, the shared
+        BlazeFace detector run only when the landmarks lose a face.
+
+        Raises:
+            BackendUnavailableError: no landmark graph, or the detector is not BlazeFace.
+        """
+        from .perception.blazeface import BlazeFaceDetector
+        from .perception.landmarks import FaceLandmarker, FaceMeshTracker
+
+        with self._detector_lock:
+            detector = self._face_detector()
+            src = self._perception()
+            landmarks = src.perception_path("face_landmarks") if src else None
+            if landmarks is None or not isinstance(detector, BlazeFaceDetector):
+                raise BackendUnavailableError(
+                    "face_mesh=True needs the BlazeFace detector and the face_landmarks graph "
+                    "in the model bundle (the bundled default model has them)"
+                )
+            if self._landmarker is None:
+                self._landmarker = FaceLandmarker(
+                    landmarks,
+                    src.perception_path("face_blendshapes"),
+                    color_order=self.config.color_order,
+                )
+        return FaceMeshTracker(
+            detector,
+            self._landmarker,
+            max_faces=max_faces or self.config.max_faces,
+            blendshapes=self._landmarker.has_blendshapes,
+        )
 
     def face_crops(
         self, image: np.ndarray, tracker: object = None
     ) -> tuple[list[tuple[int, np.ndarray, object]], float]:
-        """(track id, aligned crop, box) per face: the largest, or tracked faces with a
-        tracker."""
-        from .perception.face import align, crop
+        """(track id, aligned crop, box) per face: the largest, or the faces a tracker follows
+        (a :class:`~emosdk.perception.face.FaceTracker` over detections, or a
+        :class:`~emosdk.perception.landmarks.FaceMeshTracker`, which detects by itself)."""
+        from .perception.face import FaceTracker, align, crop
 
         if image.dtype.kind == "f":  # [0, 1] floats: detect, align and crop on 8 bits
             image = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        boxes, ms = self.detect(image)
-        boxes = tracker.update(boxes) if tracker is not None else boxes[:1]
+        if tracker is None or isinstance(tracker, FaceTracker):
+            boxes, ms = self.detect(image)
+            boxes = tracker.update(boxes) if tracker is not None else boxes[:1]
+        else:
+            t0 = time.perf_counter()
+            boxes = tracker.detect(image)[: self.config.max_faces]
+            ms = (time.perf_counter() - t0) * 1e3
         cut = align if self.config.align_faces else crop
         t0 = time.perf_counter()
         crops = [(b.track_id, cut(image, b), b) for b in boxes]
@@ -178,10 +248,10 @@ class Pipeline:
         return next(iter(out.values())), stages, measures
 
     def encode_images(
-        self, items: Sequence[np.ndarray | None], is_face: bool
+        self, items: Sequence[np.ndarray | None], is_face: bool, tracker: object = None
     ) -> tuple[list[FrameEntry | None], Stages]:
         """Per image, its face embedding and quality as a FrameEntry with time 0 (None where
-        there is no image or no face)."""
+        there is no image or no face); ``tracker`` follows the face across full frames."""
         name = "face" if is_face else "frame"
         crops: list[tuple[np.ndarray, object] | None] = []
         stages: Stages = {}
@@ -193,7 +263,7 @@ class Pipeline:
             if is_face:
                 crops.append((img, None))
             else:
-                found, ms = self.face_crops(img)
+                found, ms = self.face_crops(img, tracker)
                 add_stages(stages, {"face_detect": ms})
                 crops.append(found[0][1:] if found else None)
         present = [i for i, c in enumerate(crops) if c is not None]

@@ -261,7 +261,8 @@ class Recognizer:
             # the images are spread over the whole window, each standing for its share (the
             # model saw faces throughout its windows, also where the audio was padding)
             reach = window_ms / len(items)
-            entries, more = p.encode_images(items, is_face)
+            tracker = p.mesh_tracker(1) if self.config.face_mesh and not is_face else None
+            entries, more = p.encode_images(items, is_face, tracker)
             add_stages(stages, more)
             for i, e in enumerate(entries):
                 t = start + (i + 0.5) * reach
@@ -299,25 +300,32 @@ class Recognizer:
             image: (H, W) or (H, W, 1|3) frame, uint8 or float in [0, 1], in ``color_order``.
 
         Returns:
-            :class:`~emosdk.perception.FaceBox` es in frame pixels (with eye centres when found).
+            :class:`~emosdk.perception.FaceBox` es in frame pixels (with eye centres when found;
+            with ``face_mesh=True`` also MediaPipe's 478 landmarks and 52 blendshapes).
 
         Raises:
             InputError: a malformed image. BackendUnavailableError: no face detector here.
         """
         _validate.image("image", image, "an image (H, W) or (H, W, 1|3)")
-        return self._open().detect(image)[0]
+        p = self._open()
+        if self.config.face_mesh:
+            return p.mesh_tracker().detect(image)
+        return p.detect(image)[0]
 
     def face_crops(self, image: np.ndarray) -> list[np.ndarray]:
         """The aligned face crops the recognizer would embed from a full frame (largest first;
         at most one unless ``max_faces`` > 1). Same arguments and errors as :meth:`detect_faces`."""
         _validate.image("image", image, "an image (H, W) or (H, W, 1|3)")
         p = self._open()
-        if self.config.max_faces == 1:
-            return [c for _, c, _ in p.face_crops(image)[0]]
-        from .perception.face import FaceTracker
+        if self.config.face_mesh:
+            tracker = p.mesh_tracker()
+        elif self.config.max_faces > 1:
+            from .perception.face import FaceTracker
 
-        found = p.face_crops(image, FaceTracker(max_faces=self.config.max_faces))[0]
-        return [c for _, c, _ in found]
+            tracker = FaceTracker(max_faces=self.config.max_faces)
+        else:
+            tracker = None
+        return [c for _, c, _ in p.face_crops(image, tracker)[0]]
 
     # -- streams -------------------------------------------------------------------------------
     def stream(

@@ -88,8 +88,12 @@ class StreamSession:
         self._sr = bundle.audio.sample_rate
         self._audio = AudioBuffer(self._sr, window_s + hop_s + 1.0)
         self._multi = cfg.max_faces > 1
+        # who follows faces across frames: MediaPipe's landmarks (face_mesh), an IoU tracker
+        # over detections (several faces), or nobody (the largest face of each frame)
         self._tracker = None
-        if self._multi:
+        if cfg.face_mesh:
+            self._tracker = pipeline.mesh_tracker()
+        elif self._multi:
             from .perception.face import FaceTracker
 
             self._tracker = FaceTracker(
@@ -276,9 +280,9 @@ class StreamSession:
         p = self._p
         stages: dict[str, float] = {}
         try:
-            if self._tracker is None or is_face:
+            if not self._multi or is_face:
                 # the largest face (or the crop given; a crop is track 0 in multi-face mode)
-                entries, stages = p.encode_images([image], is_face)
+                entries, stages = p.encode_images([image], is_face, self._tracker)
                 e = entries[0]
                 self._track(0).frames.add(FrameEntry(t, e and e.embedding, e and e.quality))
             else:

@@ -364,18 +364,27 @@ DETECTOR_KINDS = tuple(dict.fromkeys(("auto", "blazeface", *FACE_DETECTORS)))
 
 
 def create_face_detector(
-    kind: str = "auto", color_order: str = "bgr", models: str | Path | None = None
+    kind: str = "auto",
+    color_order: str = "bgr",
+    models: str | Path | None = None,
+    *,
+    detector_model: str | Path | bool | None = None,
+    small_faces: str = "auto",
 ) -> FaceDetector:
     """The face detector ``kind`` names: ``"auto"``, ``"blazeface"``, ``"mediapipe"``, ``"haar"``.
 
     - ``"blazeface"``: :class:`~emosdk.perception.blazeface.BlazeFaceDetector`, MediaPipe's
-      BlazeFace on ONNX Runtime, from ``face_detector.onnx`` in ``models`` (default: the
+      BlazeFace on ONNX Runtime, from ``detector_model`` (a checked file, as the Recognizer
+      passes from its bundle), else ``face_detector.onnx`` in ``models`` (default: the
       bundled default model's folder). Needs nothing beyond the runtime.
     - ``"auto"``: BlazeFace when its ONNX file is there, else mediapipe 0.10.x when it imports,
       else OpenCV's Haar cascade; the choice and the reason are logged (logger ``emosdk``,
-      INFO) and the detector's ``name`` says which one runs.
+      INFO) and the detector's ``name`` says which one runs. ``detector_model=False`` says
+      there is no BlazeFace graph (no folder is searched).
     - ``"mediapipe"``: :class:`MediaPipeFaceDetector` (the ``mediapipe`` extra).
     - ``"haar"``: :class:`HaarFaceDetector` (the ``capture`` extra).
+
+    ``small_faces`` is BlazeFace's (``"always"`` suits several faces per frame).
 
     Raises:
         ConfigError: ``kind`` is not one of :data:`DETECTOR_KINDS`.
@@ -385,12 +394,23 @@ def create_face_detector(
     if kind not in DETECTOR_KINDS:
         raise ConfigError(f"face_detector: expected one of {DETECTOR_KINDS}, got {kind!r}")
     folder = Path(models) if models is not None else DEFAULT_MODELS
-    onnx_path = folder / "face_detector.onnx"
-    if kind == "blazeface" or (kind == "auto" and onnx_path.is_file()):
+    if detector_model is None:
+        onnx_path: Path | None = folder / "face_detector.onnx"
+        where = f"it is in {folder}"
+    elif detector_model is False:
+        onnx_path, where = None, ""
+    else:
+        onnx_path, where = Path(detector_model), "the model's perception graph"
+    if kind == "blazeface" and onnx_path is None:
+        raise BackendUnavailableError(
+            "face_detector='blazeface' needs the BlazeFace graph (face_detector.onnx), which "
+            "neither this model bundle nor the bundled default model has"
+        )
+    if kind == "blazeface" or (kind == "auto" and onnx_path is not None and onnx_path.is_file()):
         from .blazeface import BlazeFaceDetector
 
-        det = BlazeFaceDetector(onnx_path, color_order=color_order)
-        why = "requested" if kind == "blazeface" else f"auto: {onnx_path.name} is in {folder}"
+        det = BlazeFaceDetector(onnx_path, color_order=color_order, small_faces=small_faces)
+        why = "requested" if kind == "blazeface" else f"auto: {where}"
         logger.info("face detector: %s (%s)", det.name, why)
         return det
     if kind in ("auto", "mediapipe"):
@@ -400,7 +420,7 @@ def create_face_detector(
             if kind == "mediapipe":
                 raise
             if isinstance(e, BackendUnavailableError):
-                logger.info("face detector: OpenCV Haar cascade (auto: no %s; %s)", onnx_path, e)
+                logger.info("face detector: OpenCV Haar cascade (auto: no BlazeFace graph; %s)", e)
             else:  # installed but failed to start: say so louder
                 logger.warning(
                     "face detector: OpenCV Haar cascade (auto: mediapipe failed to start: %s: %s)",
@@ -416,7 +436,8 @@ def create_face_detector(
     except BackendUnavailableError as e:
         if kind == "auto":  # no detector can run: name the ways out
             raise BackendUnavailableError(
-                f"{e}; or mediapipe's: {MEDIAPIPE_INSTALL}; or put face_detector.onnx in {folder}"
+                f"{e}; or mediapipe's: {MEDIAPIPE_INSTALL}; or a model bundle with its BlazeFace "
+                "graph (face_detector.onnx)"
             ) from e
         raise
     if kind == "haar":
