@@ -216,18 +216,13 @@ def run(args: argparse.Namespace) -> int:
             "screen": None,
             "open": True,
         }
-        detector = None
-        if viewer is not None:  # the box drawn comes from the same kind of detector
-            from .perception.face import create_face_detector
-
-            detector = create_face_detector(config.face_detector, color_order=config.color_order)
 
         def show(frame: np.ndarray | None, redetect: bool) -> None:
             now = time.monotonic()
             if not redetect and now - state["shown"] < 1 / DISPLAY_FPS:
                 return  # the display is throttled; the recognizer sees every frame it needs
             if frame is not None and (redetect or state["box"] is None):
-                boxes = detector.detect(frame)
+                boxes = rec.detect_faces(frame)  # the recognizer's own detector
                 state["box"] = boxes[0] if boxes else None
             if state["shown"]:
                 state["fps"] = 0.8 * (state["fps"] or 0.0) + 0.2 / max(now - state["shown"], 1e-3)
