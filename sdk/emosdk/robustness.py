@@ -48,6 +48,12 @@ NO_LABEL = "(none)"
 Reliability = Callable[[EmotionResult, str], "bool | None"]
 
 
+def marked_reliable(result: EmotionResult, modality: str) -> bool | None:
+    """The result's own verdict (:attr:`EmotionResult.reliable`: every modality that
+    contributed passed the model's quality thresholds); None when it carries no quality."""
+    return result.reliable if result.quality else None
+
+
 # -- inputs --------------------------------------------------------------------------------------
 @dataclass
 class Row:
@@ -534,7 +540,7 @@ def run(
     seed: int = 0,
     progress: Progress | None = None,
     cache: Path | None = None,
-    reliable: Reliability | None = None,
+    reliable: Reliability | None = marked_reliable,
     reference: dict | None = None,
 ) -> dict:
     """Run the benchmark on a manifest.
@@ -553,8 +559,8 @@ def run(
         progress: ``progress(what, done, total)`` per file.
         cache: a JSONL file of per-file predictions; a rerun with the same settings skips the
             files already there (long runs resume).
-        reliable: marks each result reliable or not (fills ``by_quality``); None until results
-            carry a quality estimate.
+        reliable: marks each result reliable or not (fills ``by_quality``); by default the
+            result's own quality verdict (:func:`marked_reliable`).
         reference: the JSON of a reference model's run on the same manifest, for ImageNet-C's CE.
 
     Returns:
