@@ -12,8 +12,11 @@ The recipe, top to bottom (defaults in :class:`RecipeConfig`):
 * targets: label smoothing, mixed with the probabilities of an ensemble teacher
   (:mod:`train.face_teacher`: exported encoders, each averaged over 10 test-time views) with
   weight ``kd_weight``; the loss is the cross-entropy with these soft targets;
-* SGD with Nesterov momentum, linear warmup then a cosine decay to 0 over all epochs, weight decay
-  on the convolution and linear weights only, an exponential moving average (EMA) of the weights;
+* AdamW (lr 3e-3, weight decay 0.05 on the convolution and linear weights only; SGD with
+  Nesterov momentum on request), linear warmup then a cosine decay to 0 over all epochs, an
+  exponential moving average (EMA) of the weights. Measured here: SGD (lr 0.05, warmup over the
+  first epoch) with this augmentation left the training loss at the class prior for a whole
+  epoch (PublicTest 0.27), where AdamW starts learning within 100 steps;
 * after every epoch, PublicTest accuracy of the one view the runtime embeds, for the weights and
   their EMA; the better of the two at the best epoch is kept in ``best.pt``.
 
@@ -73,10 +76,11 @@ class RecipeConfig:
     dropout: float = 0.3
     init: str = ""  # a best.pt / last.pt to start from ("" = random)
     # optimisation
+    optimizer: str = "adamw"  # or "sgd" (Nesterov momentum)
     epochs: int = 30
     batch: int = 128
-    lr: float = 0.05
-    weight_decay: float = 5e-4
+    lr: float = 3e-3
+    weight_decay: float = 0.05
     momentum: float = 0.9
     warmup_epochs: float = 1.0
     ema: float = 0.999
@@ -242,9 +246,14 @@ def train(cfg: RecipeConfig, command: str = "") -> dict:
     fmt = torch.channels_last if cfg.channels_last and not narrow else torch.contiguous_format
     model = model.to(memory_format=fmt)
     ema = EMA(model, cfg.ema)
-    opt = torch.optim.SGD(
-        param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum, nesterov=True
-    )
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(
+            param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum, nesterov=True
+        )
+    elif cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    else:
+        raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {cfg.optimizer!r}")
     per_epoch = max(1, len(x_tr) // cfg.batch)
     total = cfg.epochs * per_epoch
     warmup = max(1, int(cfg.warmup_epochs * per_epoch))
