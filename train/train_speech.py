@@ -82,7 +82,9 @@ class Config:
     lr_encoder: float = 5e-5  # pretrained layers
     weight_decay: float = 0.01
     warmup: float = 0.05  # share of the steps
-    head_only: float = 0.05  # share of the steps first training only the new layers
+    head_only: float = 0.0  # share of the fine-tuning steps first training only the new layers
+    probe_epochs: int = 20  # epochs of the new layers alone on cached frozen states, first
+    probe_lr: float = 2e-3
     label_smoothing: float = 0.1
     augment: bool = True
     spec_masks: bool = True
@@ -202,6 +204,79 @@ def log_line(out: Path, **record: object) -> None:
         f.write(line + "\n")
 
 
+@torch.no_grad()
+def frozen_states(
+    branch: WhisperAudioBranch,
+    utts: list[Utterance],
+    pcm: dict[str, np.ndarray],
+    seed: int,
+    batch: int = 16,
+) -> torch.Tensor:
+    """The pretrained layers' states of one clean stream window per clip, float16
+    (N, layers, 150, 384): what the probe phase trains the new layers on."""
+    branch.eval()
+    rng = np.random.default_rng([seed, 7])
+    out = []
+    for s in range(0, len(utts), batch):
+        mels = [features(train_window(pcm[u.name], rng)) for u in utts[s : s + batch]]
+        layers = branch.layers(torch.from_numpy(np.stack(mels)))
+        out.append(torch.stack(layers, dim=1).half())
+    return torch.cat(out)
+
+
+def probe_phase(
+    cfg: Config,
+    branch: WhisperAudioBranch,
+    utts: list[Utterance],
+    pcm: dict[str, np.ndarray],
+    weights: torch.Tensor,
+    dev: list[Utterance] | None,
+) -> None:
+    """Train the layer mix, projection and head on the frozen encoder first (linear probing then
+    fine-tuning: the pretrained layers then start from a head that already fits, instead of
+    being pushed around by a random one). Saved as ``probe.pt``; a rerun loads it."""
+    path = cfg.out / "probe.pt"
+    if path.exists():
+        branch.load_state_dict(torch.load(path, weights_only=False)["model"])
+        logger.info("loaded the probe phase from %s", path)
+        return
+    t0 = time.time()
+    states = frozen_states(branch, utts, pcm, cfg.seed)
+    log_line(cfg.out, probe_states=list(states.shape), s=round(time.time() - t0, 1))
+    y = torch.tensor([u.label for u in utts])
+    params = [p for n, p in branch.named_parameters() if not n.startswith("encoder.")]
+    opt = torch.optim.AdamW(params, lr=cfg.probe_lr, weight_decay=cfg.weight_decay)
+    batch = 32
+    per_epoch = max(1, len(utts) // batch)
+    total = cfg.probe_epochs * per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * s / total))
+    )
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for epoch in range(cfg.probe_epochs):
+        branch.train()
+        order = torch.randperm(len(utts), generator=gen)
+        losses = []
+        for k in range(per_epoch):
+            idx = order[k * batch : (k + 1) * batch]
+            layers = list(states[idx].float().unbind(dim=1))
+            logits = branch.classify(branch.from_layers(layers))
+            loss = F.cross_entropy(
+                logits, y[idx], weight=weights, label_smoothing=cfg.label_smoothing
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        record = {"probe_epoch": epoch + 1, "loss": float(np.mean(losses))}
+        if dev is not None and epoch + 1 == cfg.probe_epochs:
+            d = scores(dev, predict_logits(branch, dev, pcm))
+            record |= {"dev_macro_f1": d["macro_f1"], "dev_micro_f1": d["micro_f1"]}
+        log_line(cfg.out, **record)
+    save(path, model=branch.state_dict())
+
+
 def train(cfg: Config) -> dict:
     """Train (or resume) one run and write ``result.json`` and ``test_logits.npz`` in ``out``."""
     torch.set_num_threads(cfg.threads)
@@ -217,6 +292,9 @@ def train(cfg: Config) -> dict:
     logger.info("training on %d clips %s", len(train_utts), label_counts(train_utts))
     torch.manual_seed(cfg.seed)
     branch = build_branch(cfg)
+    weights = class_weights(np.array([u.label for u in train_utts]), len(LABELS))
+    if cfg.probe_epochs and not (cfg.out / "last.pt").exists():
+        probe_phase(cfg, branch, train_utts, pcm, weights, evals.get("dev"))
     enc_params = [p for p in branch.encoder.parameters() if p.requires_grad]
     new_params = [p for n, p in branch.named_parameters() if not n.startswith("encoder.")]
     opt = torch.optim.AdamW(
@@ -245,7 +323,6 @@ def train(cfg: Config) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, [lambda s: lr_scale(s, enc_start), lambda s: lr_scale(s)]
     )
-    weights = class_weights(np.array([u.label for u in train_utts]), len(LABELS))
     step, history = 0, []
     last = cfg.out / "last.pt"
     if last.exists():

@@ -302,13 +302,21 @@ class WhisperAudioBranch(nn.Module):
         w = torch.softmax(self.layer_logits, dim=0)
         return sum(w[i] * F.layer_norm(h, h.shape[-1:]) for i, h in enumerate(layers))
 
-    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
-        """logmel (B, frames, 80) -> audio_emb (B, frames // 4, d_audio)."""
+    def layers(self, logmel: torch.Tensor) -> list[torch.Tensor]:
+        """The mixed hidden states (stem and the kept blocks), each (B, 2 * (frames // 4), 384)."""
         steps = logmel.shape[1] // self.frames_per_step
         x = logmel[:, : steps * self.frames_per_step]  # (B, 4 * steps, 80)
-        h = self.mix(self.encoder.layers(x)[: self.encoder.n_blocks + 1])  # (B, 2 * steps, 384)
-        h = h.reshape(h.shape[0], steps, 2, D_MODEL).mean(dim=2)  # (B, steps, 384)
+        return self.encoder.layers(x)[: self.encoder.n_blocks + 1]
+
+    def from_layers(self, layers: list[torch.Tensor]) -> torch.Tensor:
+        """audio_emb (B, steps, d_audio) from :meth:`layers`' hidden states."""
+        h = self.mix(layers)  # (B, 2 * steps, 384)
+        h = h.reshape(h.shape[0], h.shape[1] // 2, 2, D_MODEL).mean(dim=2)  # (B, steps, 384)
         return self.norm(self.proj(self.drop(h)))  # (B, steps, d_audio)
+
+    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+        """logmel (B, frames, 80) -> audio_emb (B, frames // 4, d_audio)."""
+        return self.from_layers(self.layers(logmel))
 
     def classify(self, emb: torch.Tensor) -> torch.Tensor:
         """Utterance logits (B, n_classes) from audio_emb (B, steps, D): mean and std pooling."""
