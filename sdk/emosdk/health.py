@@ -98,7 +98,8 @@ def video_missing(
 
 
 def audio_unreliable(measures: dict[str, float], rules: QualityRules) -> str | None:
-    """Why present audio is not reliable (noise, very low gain, clipping, narrow band), or None."""
+    """Why present audio is not reliable (noise, very low gain, clipping, a telephone band), or
+    None."""
     if not measures:
         return None
     why = []
@@ -108,8 +109,8 @@ def audio_unreliable(measures: dict[str, float], rules: QualityRules) -> str | N
         why.append(f"level {measures['level_dbfs']:.0f} dBFS < {rules.min_level_dbfs:.0f} dBFS")
     if measures["clipping"] > rules.max_clipping:
         why.append(f"{100 * measures['clipping']:.1f}% of samples clipped")
-    if measures["bandwidth_hz"] < rules.min_bandwidth_hz:
-        why.append(f"bandwidth {measures['bandwidth_hz']:.0f} Hz < {rules.min_bandwidth_hz:.0f} Hz")
+    if measures["hf_db"] < rules.min_hf_db:
+        why.append(f"no high frequencies ({measures['hf_db']:.0f} dB above 3.8 kHz; telephone?)")
     return "; ".join(why) or None
 
 
@@ -130,6 +131,8 @@ def video_unreliable(measures: dict[str, float], rules: QualityRules) -> str | N
         why.append(f"contrast {measures['contrast']:.3f} < {rules.min_contrast}")
     if measures["sharpness"] < rules.min_sharpness:
         why.append(f"sharpness {measures['sharpness']:.3f} < {rules.min_sharpness} (blur)")
+    if measures.get("noise", 0.0) > rules.max_noise:
+        why.append(f"noise {measures['noise']:.3f} > {rules.max_noise} (a dark room?)")
     if measures["detector_score"] < rules.min_detector_score:
         why.append(f"detector score {measures['detector_score']:.2f} < {rules.min_detector_score}")
     return "; ".join(why) or None

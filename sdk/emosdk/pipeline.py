@@ -24,7 +24,7 @@ from .backends import Backend
 from .buffers import FrameBuffer, FrameEntry, step_mask
 from .config import RecognizerConfig
 from .errors import BackendUnavailableError, EmosdkError, ModelError
-from .features.face import normalize_face
+from .features.face import normalize_face, to_gray
 from .features.whisper import compute_features
 from .models import ModelBundle
 from .perception.voice import FRAME_MS as VAD_FRAME_MS
@@ -241,7 +241,8 @@ class Pipeline:
             box = boxes[i] if boxes is not None else None
             px = min(box.w, box.h) if box is not None else min(c.shape[:2])
             score = float(getattr(box, "score", 1.0)) if box is not None else 1.0
-            measures.append(face_measures(batch[i, 0] * fp.std + fp.mean, px, score))
+            native = to_gray(c, fp.color_order)
+            measures.append(face_measures(batch[i, 0] * fp.std + fp.mean, px, score, native))
         stages = {"face_preprocess": (time.perf_counter() - t0) * 1e3}
         out, ms = self.run("face_encoder", {"face": batch})
         stages["face_encoder"] = ms

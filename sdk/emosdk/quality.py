@@ -8,13 +8,16 @@ live in :mod:`emosdk.health` beside the rules for missing modalities.
 
 Audio measures (over the window's valid samples, 30 ms frames):
 
-- ``snr_db``: speech frames' power over the noise floor (the non-speech frames' power, or the
-  10th percentile of frame power when there are few), in dB;
+- ``snr_db``: the mean over four bands (0.1-1, 1-2, 2-4, 4-7.8 kHz) of the speech frames' power
+  above the noise floor, over the noise floor, in dB; the floor of each frequency is its 10th
+  percentile over the window's frames (minimum statistics). Band by band, hiss that fills the
+  high bands reads as noise even when the overall level barely moves;
 - ``speech_fraction``: share of the window's frames with voice activity;
-- ``level_dbfs``: RMS of the speech frames in dB full scale (very low gain reads low);
-- ``clipping``: share of samples at or above 0.99 full scale;
-- ``bandwidth_hz``: the frequency below which 99 % of the speech frames' energy lies (a
-  telephone line reads about 3400 Hz).
+- ``level_dbfs``: power of the speech frames in dB full scale (very low gain reads low);
+- ``clipping``: share of samples within 0.01 % of the window's peak (a clipped waveform sits
+  flat at its peak, wherever its gain was set afterwards; speech is there in 1e-5 of samples);
+- ``hf_db``: the speech frames' power above 3.8 kHz relative to their total, in dB (a telephone
+  line or a heavy low-pass reads below -60).
 
 Face measures (per embedded frame, then the median over the window's frames with a face):
 
@@ -22,6 +25,10 @@ Face measures (per embedded frame, then the median over the window's frames with
 - ``brightness``: mean grey level of the crop in [0, 1];
 - ``contrast``: standard deviation of the crop's grey levels;
 - ``sharpness``: mean absolute Laplacian of the 48 px normalised grey crop (blur reads low);
+- ``noise``: the noise the face encoder sees: Immerkaer's estimate of the noise standard
+  deviation (a Laplacian-difference mask that cancels edges to first order) on the crop at its
+  own resolution, divided by the factor by which the crop is shrunk to the encoder's size (area
+  averaging divides white noise by it). Sensor noise in a dim room reads high;
 - ``detector_score``: the face detector's confidence (1.0 for given crops and Haar).
 """
 
@@ -41,26 +48,28 @@ class QualityRules:
     ``model.json`` -> ``quality`` (any subset of these fields).
 
     Attributes:
-        min_snr_db: audio SNR estimate at least this.
+        min_snr_db: band-averaged audio SNR estimate at least this.
         min_level_dbfs: speech level at least this (very low gain).
-        max_clipping: share of clipped samples at most this.
-        min_bandwidth_hz: speech bandwidth at least this (telephone band or heavy low-pass).
+        max_clipping: share of samples at the peak at most this.
+        min_hf_db: speech power above 3.8 kHz at least this, relative (telephone band).
         min_face_px: face at least this many pixels across.
         min_brightness, max_brightness: mean grey level of the face crop within these.
         min_contrast: grey-level spread of the face crop at least this.
         min_sharpness: Laplacian energy of the normalised crop at least this (blur).
+        max_noise: noise standard deviation of the crop at most this (sensor noise).
         min_detector_score: detector confidence at least this.
     """
 
     min_snr_db: float = 8.0
     min_level_dbfs: float = -45.0
-    max_clipping: float = 0.01
-    min_bandwidth_hz: float = 2500.0
+    max_clipping: float = 0.005
+    min_hf_db: float = -45.0
     min_face_px: float = 32.0
-    min_brightness: float = 0.12
+    min_brightness: float = 0.15
     max_brightness: float = 0.92
     min_contrast: float = 0.05
-    min_sharpness: float = 0.02
+    min_sharpness: float = 0.05
+    max_noise: float = 0.045
     min_detector_score: float = 0.5
 
     @classmethod
@@ -69,11 +78,8 @@ class QualityRules:
         return cls(**{k: float(v) for k, v in d.items() if k in known})
 
 
-def _frame_power(pcm: np.ndarray, valid: np.ndarray, frame_len: int) -> tuple[np.ndarray, int]:
-    n = len(pcm) // frame_len
-    frames = pcm[: n * frame_len].reshape(n, frame_len).astype(np.float64)
-    ok = valid[: n * frame_len].reshape(n, frame_len).all(axis=1)
-    return (frames**2).mean(axis=1), ok
+BANDS_HZ = ((100.0, 1000.0), (1000.0, 2000.0), (2000.0, 4000.0), (4000.0, 7800.0))
+HF_HZ = 3800.0
 
 
 def audio_measures(
@@ -89,43 +95,65 @@ def audio_measures(
         sample_rate: Hz.
     """
     frame_len = sample_rate * FRAME_MS // 1000
-    power, ok = _frame_power(pcm, valid, frame_len)
+    n = len(pcm) // frame_len
+    ok = valid[: n * frame_len].reshape(n, frame_len).all(axis=1) if n else np.zeros(0, bool)
     if not ok.any():
         return {}
-    if speech is None:
-        speech = power >= np.median(power[ok])
-    speech = np.asarray(speech[: len(power)], bool) & ok[: len(speech)]
-    noise_frames = ok[: len(speech)] & ~speech
-    eps = 1e-12
-    if speech.any():
-        s_power = float(power[: len(speech)][speech].mean())
-    else:
-        s_power = float(power[ok].mean())
-    if noise_frames.sum() >= 5:
-        n_power = float(np.median(power[: len(speech)][noise_frames]))
-    else:
-        n_power = float(np.percentile(power[ok], 10))
-    snr = 10.0 * np.log10(max(s_power - n_power, eps) / max(n_power, eps))
-    idx = np.flatnonzero(speech) if speech.any() else np.flatnonzero(ok)
-    spectrum = np.zeros(frame_len // 2 + 1)
-    for i in idx[:: max(1, len(idx) // 32)]:  # at most ~32 frames: enough for a bandwidth
-        x = pcm[i * frame_len : (i + 1) * frame_len].astype(np.float64) * np.hanning(frame_len)
-        spectrum += np.abs(np.fft.rfft(x)) ** 2
-    cum = np.cumsum(spectrum)
+    frames = pcm[: n * frame_len].reshape(n, frame_len).astype(np.float64)[ok]
+    power = np.abs(np.fft.rfft(frames * np.hanning(frame_len), axis=1)) ** 2  # (frames, bins)
     freqs = np.fft.rfftfreq(frame_len, 1.0 / sample_rate)
-    bandwidth = float(freqs[np.searchsorted(cum, 0.99 * cum[-1])]) if cum[-1] > 0 else 0.0
-    real = pcm[valid]
+    total = power.sum(axis=1)
+    if speech is None:
+        is_speech = total >= np.median(total)
+    else:
+        is_speech = np.zeros(n, bool)
+        is_speech[: min(n, len(speech))] = np.asarray(speech[:n], bool)
+        is_speech = is_speech[ok]
+    if not is_speech.any():
+        is_speech = np.ones(len(total), bool)
+    eps = 1e-12
+    # minimum statistics per frequency: a noise bin's power is exponentially distributed, so its
+    # 10th percentile is 0.105 of its mean (-9.8 dB); divide that bias out
+    floor = np.percentile(power, 10, axis=0) / 0.1054 + eps
+    voiced = power[is_speech].mean(axis=0)
+    bands = []
+    for lo, hi in BANDS_HZ:
+        band = (freqs >= lo) & (freqs < min(hi, sample_rate / 2))
+        # a band the speech frames leave empty (a telephone line's top) says nothing of noise
+        if band.any() and voiced[band].sum() > 1e-4 * voiced.sum():
+            excess = max(voiced[band].sum() - floor[band].sum(), eps)
+            bands.append(10.0 * np.log10(excess / floor[band].sum()))
+    real = pcm[valid].astype(np.float64)
+    peak = float(np.abs(real).max()) if len(real) else 0.0
+    # the frames' power is the windowed half spectrum's: back to mean square per sample
+    scale = frame_len * float((np.hanning(frame_len) ** 2).sum()) / 2.0
     return {
-        "snr_db": float(np.clip(snr, -30.0, 80.0)),
-        "speech_fraction": float(speech.sum() / max(ok.sum(), 1)),
-        "level_dbfs": float(10.0 * np.log10(max(s_power, eps))),
-        "clipping": float(np.mean(np.abs(real) >= 0.99)) if len(real) else 0.0,
-        "bandwidth_hz": bandwidth,
+        "snr_db": float(np.clip(np.mean(bands), -30.0, 80.0)) if bands else 0.0,
+        "speech_fraction": float(is_speech.sum() / len(is_speech)),
+        "level_dbfs": float(10.0 * np.log10(max(total[is_speech].mean() / scale, eps))),
+        "clipping": float(np.mean(np.abs(real) >= (1 - 1e-4) * peak)) if peak > 0 else 0.0,
+        "hf_db": float(10.0 * np.log10(voiced[freqs >= HF_HZ].sum() / voiced.sum() + eps)),
     }
 
 
+def immerkaer_noise(gray: np.ndarray) -> float:
+    """Immerkaer (1996): the standard deviation of white noise in a grey image, from the mean
+    absolute response to [[1,-2,1],[-2,4,-2],[1,-2,1]] (a difference of two Laplacians: zero on
+    planes, small on edges)."""
+    g = np.asarray(gray, np.float64)
+    h, w = g.shape
+    if h < 3 or w < 3:
+        return 0.0
+    mask = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
+    resp = sum(mask[i, j] * g[i : h - 2 + i, j : w - 2 + j] for i in range(3) for j in range(3))
+    return float(np.sqrt(np.pi / 2.0) * np.abs(resp).sum() / (6.0 * (w - 2) * (h - 2)))
+
+
 def face_measures(
-    gray48: np.ndarray, face_px: float, detector_score: float = 1.0
+    gray48: np.ndarray,
+    face_px: float,
+    detector_score: float = 1.0,
+    native_gray: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Face measures of one crop (see the module docstring).
 
@@ -134,14 +162,20 @@ def face_measures(
             [0, 1].
         face_px: the shorter side of the face box in frame pixels.
         detector_score: the detector's confidence.
+        native_gray: the crop in grey [0, 1] at its own resolution, for the noise estimate
+            (default: ``gray48``).
     """
     g = np.asarray(gray48, np.float64)
     lap = -4.0 * g[1:-1, 1:-1] + g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:]
+    native = g if native_gray is None else np.asarray(native_gray, np.float64)
+    shrink = max(1.0, min(native.shape) / g.shape[0])
+    noise = immerkaer_noise(native) / shrink
     return {
         "face_px": float(face_px),
         "brightness": float(g.mean()),
         "contrast": float(g.std()),
         "sharpness": float(np.abs(lap).mean()),
+        "noise": float(noise),
         "detector_score": float(detector_score),
     }
 

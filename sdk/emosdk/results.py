@@ -94,8 +94,9 @@ class Quality:
     Attributes:
         reliable: the measures pass the model's thresholds (``model.json`` -> ``quality``).
         measures: what was measured (see :mod:`emosdk.quality`): for audio ``snr_db``,
-            ``speech_fraction``, ``level_dbfs``, ``clipping``, ``bandwidth_hz``; for video
-            ``face_px``, ``brightness``, ``contrast``, ``sharpness``, ``detector_score``
+            ``speech_fraction``, ``level_dbfs``, ``clipping``, ``hf_db``; for video
+            ``face_px``, ``brightness``, ``contrast``, ``sharpness``, ``noise``,
+            ``detector_score``
             (medians over the window's frames with a face).
         reason: why it is not reliable (e.g. ``"SNR 2 dB < 8 dB"``), None when it is.
     """

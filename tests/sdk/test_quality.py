@@ -34,8 +34,8 @@ def test_the_clean_clip_is_reliable_with_plausible_measures(fixture_bundle, clip
         r = rec.predict(audio=audio, frame=frames)
     assert r.modalities == AV and r.reliable
     a, v = r.quality[Modality.AUDIO].measures, r.quality[Modality.VIDEO].measures
-    assert a["snr_db"] > 15 and -40 < a["level_dbfs"] < -10 and a["clipping"] == 0
-    assert 0.2 < a["speech_fraction"] <= 1 and a["bandwidth_hz"] > 3000
+    assert a["snr_db"] > 15 and -40 < a["level_dbfs"] < -10 and a["clipping"] < 1e-3
+    assert 0.2 < a["speech_fraction"] <= 1 and -40 < a["hf_db"] < -5
     assert 100 < v["face_px"] < 250 and 0.3 < v["brightness"] < 0.8 and v["sharpness"] > 0.04
     d = json.loads(r.to_json())
     assert d["reliable"] is True and d["quality"]["audio"]["reliable"] is True
@@ -62,11 +62,21 @@ def test_noise_makes_audio_unreliable_and_the_gate_fuses_the_face_alone(fixture_
 def test_small_dark_and_blurred_faces_are_unreliable(fixture_bundle, clip):
     audio, frames = clip
     small = [cv2.resize(f, (128, 96), interpolation=cv2.INTER_AREA) for f in frames]
+    rng = np.random.default_rng(0)
+    grainy = [
+        np.clip(f + rng.normal(0, 70, f.shape), 0, 255).astype(np.uint8)
+        for f in (cv2.resize(f, (160, 120), interpolation=cv2.INTER_AREA) for f in frames)
+    ]
     dark = [(f * 0.12).astype(np.uint8) for f in frames]
     blurred = [cv2.blur(f, (15, 15)) for f in frames]
     with Recognizer(model=fixture_bundle) as rec:  # BlazeFace: finds 28 px faces
         reasons = {}
-        for name, imgs in (("small", small), ("dark", dark), ("blurred", blurred)):
+        for name, imgs in (
+            ("small", small),
+            ("dark", dark),
+            ("blurred", blurred),
+            ("grainy", grainy),
+        ):
             r = rec.predict(audio=audio, frame=imgs)
             if Modality.VIDEO in r.quality:
                 reasons[name] = r.quality[Modality.VIDEO].reason
@@ -75,6 +85,7 @@ def test_small_dark_and_blurred_faces_are_unreliable(fixture_bundle, clip):
     assert "face" in reasons["small"] and "px" in reasons["small"]
     assert reasons["dark"] is not None
     assert "sharpness" in reasons["blurred"]
+    assert "noise" in reasons["grainy"]
 
 
 def test_measures_of_pure_signals():
@@ -87,12 +98,16 @@ def test_measures_of_pure_signals():
     quiet = tone.copy()
     quiet[len(quiet) // 2 :] *= 0.01  # the "non-speech" half 40 dB down
     m = audio_measures(quiet, valid, speech, sr)
-    assert m["snr_db"] == pytest.approx(40, abs=1.5)
-    assert m["bandwidth_hz"] < 600 and m["speech_fraction"] == pytest.approx(0.5, abs=0.02)
-    clipped = np.clip(tone * 10, -1, 1)
+    assert m["snr_db"] == pytest.approx(40 - 9.8, abs=2)  # one band; the floor bias corrected
+    assert m["level_dbfs"] == pytest.approx(10 * np.log10(0.3**2 / 2), abs=0.2)
+    assert m["hf_db"] < -60 and m["speech_fraction"] == pytest.approx(0.5, abs=0.02)
+    clipped = np.clip(tone * 10, -1, 1) * 0.5  # clipped, then turned down: flat at its peak
     assert audio_measures(clipped, valid, speech, sr)["clipping"] > 0.3
+    assert audio_measures(tone, valid, speech, sr)["clipping"] < 0.01  # a sine: 0.9 %
     flat = face_measures(np.full((48, 48), 0.5), 48)
-    assert flat["sharpness"] == 0 and flat["contrast"] == 0
+    assert flat["sharpness"] == 0 and flat["contrast"] == 0 and flat["noise"] == 0
+    grain = np.random.default_rng(0).normal(0.5, 0.05, (48, 48))
+    assert face_measures(grain, 48)["noise"] == pytest.approx(0.05, rel=0.1)  # Immerkaer
 
 
 def test_a_bundle_sets_its_own_thresholds(fixture_bundle, clip, tmp_path):
