@@ -331,7 +331,7 @@ def train(cfg: Config) -> dict:
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         step, history = state["step"], state["history"]
-        logger.info("resumed %s at step %d/%d", cfg.out, step, total)
+        log_line(cfg.out, resumed_at=step, of=total)
     (cfg.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str) + "\n")
 
     def checkpoint() -> None:

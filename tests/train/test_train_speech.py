@@ -75,17 +75,20 @@ def test_smoke_fine_tune_resumes_and_exports(tmp_path, shared_data):
         epochs=1,
         limit=16,
         max_steps=2,
+        probe_epochs=2,
         save_every=1,
         cache_dir=tmp_path / "cache",
     )
     cfg.max_steps = 1  # stop after one step, as if interrupted ...
     first = train(cfg)
-    assert (cfg.out / "last.pt").exists()
+    assert (cfg.out / "last.pt").exists() and (cfg.out / "probe.pt").exists()
     (cfg.out / "result.json").unlink()  # ... then continue the same run to the end
     cfg.max_steps = 2
     res = train(cfg)
     log = [json.loads(line) for line in (cfg.out / "log.jsonl").read_text().splitlines()]
-    assert any("resumed" not in r for r in log)
+    assert [r["probe_epoch"] for r in log if "probe_epoch" in r] == [1, 2]  # not run twice
+    assert [r["resumed_at"] for r in log if "resumed_at" in r] == [1]
+    assert torch.load(cfg.out / "last.pt", weights_only=False)["step"] == 2
     assert first["test"]["n"] == res["test"]["n"] == 4
     assert 0.0 <= res["test"]["macro_f1"] <= 1.0
     assert len(res["layer_mix"]) == 2 and abs(sum(res["layer_mix"]) - 1) < 1e-5
