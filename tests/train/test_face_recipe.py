@@ -129,3 +129,9 @@ def test_cli_parses_lists_and_flags():
     cfg = parse_args(["--widths", "8,16", "--blocks", "1,2", "--teacher", "a.onnx", "--no-export"])
     assert cfg.widths == (8, 16) and cfg.blocks == (1, 2) and not cfg.export
     assert cfg.teachers[0].endswith("a.onnx") and cfg.channels_last
+    assert cfg.optimizer == "adamw" and parse_args(["--optimizer", "sgd"]).optimizer == "sgd"
+
+
+def test_unknown_optimizer_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="optimizer must be"):
+        main(["--out", str(tmp_path / "r"), "--optimizer", "lamb", "--max-steps", "1", *TINY])
