@@ -17,7 +17,7 @@ import pytest
 
 from emosdk import Modality, Recognizer, RecognizerConfig
 from emosdk.capture import ArraySource
-from emosdk.errors import BackendUnavailableError, ConfigError
+from emosdk.errors import BackendError, BackendUnavailableError, ConfigError
 from emosdk.perception.face import (
     HaarFaceDetector,
     MediaPipeFaceDetector,
@@ -151,7 +151,7 @@ def test_full_range_model_and_close(mp_detector, decoded_clips):
     assert b.iou(mp_detector.detect(f)[0]) > 0.5
     det.close()
     det.close()  # twice is fine
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(BackendError, match="closed"):
         det.detect(f)
     with pytest.raises(ValueError, match="model_selection"):
         MediaPipeFaceDetector(model_selection=2)

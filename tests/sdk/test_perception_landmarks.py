@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from perception_reference import pad_face, reference_frames  # tests/sdk/perception_reference.py
 
-from emosdk.errors import ConfigError, InputError, ModelError
+from emosdk.errors import BackendError, ConfigError, InputError, ModelError
 from emosdk.perception import (
     BLENDSHAPE_NAMES,
     BlazeFaceDetector,
@@ -219,3 +219,19 @@ def test_bad_input_and_options(det, lmk, tmp_path):
     tracker = FaceMeshTracker(det, no_bs, blendshapes=False)
     with pytest.raises(InputError, match="expected"):
         tracker.detect(np.zeros((360, 480, 3), np.int32))
+
+
+def test_closed_graphs_and_a_missing_blendshape_model_raise_typed_errors(decoded_clips):
+    frame = clip(decoded_clips, "HAP")[10]
+    det = BlazeFaceDetector(DEFAULT_MODELS / "face_detector.onnx")
+    box = det.detect(frame)[0]
+    no_bs = FaceLandmarker(DEFAULT_MODELS / "face_landmarks.onnx")
+    lm = no_bs.refine(frame, box, blendshapes=False).landmarks
+    with pytest.raises(ConfigError, match="blendshape_model"):
+        no_bs.blendshapes(lm)
+    det.close()
+    no_bs.close()
+    with pytest.raises(BackendError, match="closed"):
+        det.detect(frame)
+    with pytest.raises(BackendError, match="closed"):
+        no_bs.mesh(frame, [roi_from_keypoints((0, 0, 50, 50), np.zeros((6, 2), np.float32))])

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import BackendError, ConfigError
 from ._onnx import check_io, open_session
 from ._sampling import Rect, check_frame, sample
 from .face import FaceBox
@@ -301,10 +301,15 @@ class BlazeFaceDetector:
         self.close()
 
     def run(self, tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The raw graph: (1, 128, 128, 3) float32 -> (regressors, classificators)."""
-        if self._session is None:
-            raise RuntimeError("this BlazeFaceDetector is closed")
-        reg, cls = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: tensor})
+        """The raw graph: (1, 128, 128, 3) float32 -> (regressors, classificators).
+
+        Raises:
+            BackendError: the detector is closed.
+        """
+        session = self._session  # once: close() from another thread cannot pull it away
+        if session is None:
+            raise BackendError("face detector: this BlazeFaceDetector is closed")
+        reg, cls = session.run(list(OUTPUT_NAMES), {INPUT_NAME: tensor})
         return reg, cls
 
     def detections(self, image: np.ndarray, small_faces: str | None = None) -> list[Detection]:

@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import _validate
 from ..config import FACE_DETECTORS
-from ..errors import BackendUnavailableError, ConfigError
+from ..errors import BackendError, BackendUnavailableError, ConfigError
 
 logger = logging.getLogger("emosdk")
 
@@ -332,11 +332,12 @@ class MediaPipeFaceDetector:
         return np.ascontiguousarray(img)
 
     def detect(self, image: np.ndarray) -> list[FaceBox]:
-        if self._fd is None:
-            raise RuntimeError("this MediaPipeFaceDetector is closed")
+        fd = self._fd
+        if fd is None:
+            raise BackendError("face detector: this MediaPipeFaceDetector is closed")
         image = _validate.image("image", image, FRAME_EXPECTED)
         h, w = image.shape[:2]
-        found = self._fd.process(self._rgb(image)).detections or []
+        found = fd.process(self._rgb(image)).detections or []
         boxes = []
         for det in found:
             loc = det.location_data

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
+from ..errors import BackendError, ConfigError, InputError
 from ._onnx import check_io, open_session
 from ._sampling import Rect, check_frame, sample
 from .blazeface import BlazeFaceDetector, _check_options
@@ -199,17 +199,32 @@ class FaceLandmarker:
 
     def run_landmarks(self, tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 256, 256, 3) float32 -> raw landmarks (N, 1434) in input pixels, presence logits
-        (N,)."""
-        if self._lm is None:
-            raise RuntimeError("this FaceLandmarker is closed")
-        lm, pres = self._lm.run(list(LANDMARK_OUTPUTS), {LANDMARK_INPUT_NAME: tensor})
+        (N,).
+
+        Raises:
+            BackendError: the landmarker is closed.
+        """
+        session = self._lm  # once: close() from another thread cannot pull it away
+        if session is None:
+            raise BackendError("face landmark model: this FaceLandmarker is closed")
+        lm, pres = session.run(list(LANDMARK_OUTPUTS), {LANDMARK_INPUT_NAME: tensor})
         return lm.reshape(len(tensor), -1), pres.reshape(len(tensor))
 
     def run_blendshapes(self, points: np.ndarray) -> np.ndarray:
-        """(1, 146, 2) float32 landmark subset in frame pixels -> (52,) scores."""
-        if self._bs is None:
-            raise RuntimeError("no blendshape model: pass blendshape_model= to FaceLandmarker")
-        return self._bs.run([BLENDSHAPE_OUTPUT], {BLENDSHAPE_INPUT_NAME: points})[0].reshape(-1)
+        """(1, 146, 2) float32 landmark subset in frame pixels -> (52,) scores.
+
+        Raises:
+            ConfigError: the landmarker was made without a blendshape model.
+            BackendError: the landmarker is closed.
+        """
+        if self.blendshape_model is None:
+            raise ConfigError(
+                "blendshapes need the blendshape model: pass blendshape_model= to FaceLandmarker"
+            )
+        session = self._bs
+        if session is None:
+            raise BackendError("blendshape model: this FaceLandmarker is closed")
+        return session.run([BLENDSHAPE_OUTPUT], {BLENDSHAPE_INPUT_NAME: points})[0].reshape(-1)
 
     # -- the pipeline -------------------------------------------------------------------------
 
@@ -243,7 +258,12 @@ class FaceLandmarker:
         return out
 
     def blendshapes(self, landmarks: np.ndarray) -> np.ndarray:
-        """52 blendshape scores (float32 in [0, 1]) from (478, >=2) landmarks in frame pixels."""
+        """52 blendshape scores (float32 in [0, 1]) from (478, >=2) landmarks in frame pixels.
+
+        Raises:
+            InputError: ``landmarks`` is not (478, 2|3).
+            ConfigError: the landmarker was made without a blendshape model.
+        """
         lm = np.asarray(landmarks, np.float32)
         if lm.ndim != 2 or lm.shape[0] != NUM_LANDMARKS or lm.shape[1] < 2:
             raise InputError(
