@@ -150,13 +150,22 @@ def room_impulse_response(
 
     Returns:
         float32 (round(1.2 * rt60_s * sample_rate),), the direct path at sample 0 with weight 1.
+
+    Raises:
+        InputError: ``rt60_s`` is not finite, or too short to leave a tail after the 2.5 ms
+            gap before the first reflection (about 2.1 ms at any rate).
     """
-    if rt60_s <= 0:
-        raise InputError(f"rt60_s: expected a positive reverberation time, got {rt60_s}")
-    n = max(2, int(round(1.2 * rt60_s * sample_rate)))
+    gap = max(1, int(0.0025 * sample_rate))  # the first reflection comes ~1 m later
+    shortest = (gap + 1) / (1.2 * sample_rate)
+    if not (math.isfinite(rt60_s) and round(1.2 * rt60_s * sample_rate) > gap):
+        raise InputError(
+            f"rt60_s: expected a finite reverberation time of at least {shortest:.4f} s "
+            f"(a tail after the first reflection), got {rt60_s}"
+        )
+    n = int(round(1.2 * rt60_s * sample_rate))
     t = np.arange(n) / sample_rate
     tail = rng.standard_normal(n) * np.exp(-math.log(1000.0) * t / rt60_s)
-    tail[: max(1, int(0.0025 * sample_rate))] = 0.0  # the first reflection comes ~1 m later
+    tail[:gap] = 0.0
     tail *= 10.0 ** (-drr_db / 20.0) / math.sqrt(float(np.sum(tail**2)))
     tail[0] = 1.0
     return tail.astype(np.float32)

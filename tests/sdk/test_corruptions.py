@@ -279,6 +279,14 @@ def test_audio_errors_say_what_was_expected(speech):
         C.room_impulse_response(0.0, 0.0, np.random.default_rng(0))
 
 
+@pytest.mark.parametrize("rt60", [0.002, float("nan")])
+def test_a_room_too_short_for_a_tail_is_an_input_error(speech, rt60):
+    # at 16 kHz the tail starts 2.5 ms (40 samples) after the direct path: a 2 ms response has
+    # no tail to carry the direct-to-reverberant ratio (it divided by zero)
+    with pytest.raises(InputError, match="rt60_s: expected"):
+        C.reverberate(speech, rt60, 0.0, np.random.default_rng(0))
+
+
 # -- images ---------------------------------------------------------------------------------------
 def test_darkening_lowers_brightness_with_each_severity(frame):
     means = [frame.mean()]
