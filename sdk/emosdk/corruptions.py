@@ -41,7 +41,9 @@ INT16_SCALE = 32768.0
 
 # -- helpers ------------------------------------------------------------------------------------
 def rms(x: np.ndarray) -> float:
-    """Root mean square of a signal (float64 accumulation; 1e-12 for silence)."""
+    """Root mean square of a signal (float64 accumulation; 1e-12 for silence or no samples)."""
+    if np.size(x) == 0:
+        return 1e-12
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))) + 1e-12)
 
 
@@ -203,6 +205,8 @@ def mu_law(x: np.ndarray, bits: int = 8, mu: float = 255.0) -> np.ndarray:
 def band_limit(x: np.ndarray, low_hz: float, high_hz: float, sample_rate: int) -> np.ndarray:
     """Keep ``low_hz`` to ``high_hz`` (a brick-wall band in the frequency domain of the clip)."""
     x = _audio(x)
+    if len(x) == 0:
+        return x.copy()
     spec = np.fft.rfft(x.astype(np.float64))
     f = np.fft.rfftfreq(len(x), 1.0 / sample_rate)
     spec[(f < low_hz) | (f > high_hz)] = 0.0
@@ -246,6 +250,8 @@ def opus_round_trip(x: np.ndarray, bitrate: int, sample_rate: int = 16_000) -> n
     x = _audio(x)
     if sample_rate not in (8_000, 12_000, 16_000, 24_000, 48_000):
         raise InputError(f"sample_rate: Opus takes 8, 12, 16, 24 or 48 kHz, got {sample_rate}")
+    if len(x) == 0:  # libopus has nothing to encode (FFmpeg reports it as out of memory)
+        return x.copy()
     pcm = (np.clip(x, -1.0, 1.0) * 32767.0).round().astype(np.int16)
     buf = io.BytesIO()
     try:

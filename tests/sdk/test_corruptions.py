@@ -121,6 +121,16 @@ def test_every_audio_corruption_at_every_severity_gives_pcm_the_recognizer_takes
     assert len({o.tobytes() for o in outs}) == 5
 
 
+@pytest.mark.parametrize("name", C.names("audio"))
+def test_every_audio_corruption_passes_an_empty_clip_through(name, other_speech):
+    # as clip_peaks and fit_full_scale always did: no samples in, no samples out (the telephone
+    # band raised numpy's untyped FFT error, Opus a BackendUnavailableError to install PyAV)
+    empty = np.zeros(0, np.float32)
+    for s in (1, 5):
+        y = C.CORRUPTIONS[name](empty, s, C.Context(C.rng_for(0, name, s, 0), talkers=other_speech))
+        assert y.dtype == np.float32 and y.shape == (0,)
+
+
 @pytest.mark.parametrize("name", [n for n in C.names("video") if n != "frame_rate"])
 def test_every_image_corruption_at_every_severity_on_a_face_crop_and_a_frame(name, face, frame):
     c = C.CORRUPTIONS[name]
