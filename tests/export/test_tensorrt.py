@@ -677,6 +677,20 @@ def test_backend_refuses_an_engine_from_another_gpu(fake_gpu, tmp_path):
     assert fake_gpu.mem == {}
 
 
+def test_backend_refuses_an_engine_without_a_declared_output(fake_gpu, tmp_path):
+    # as the ONNX Runtime backend: a declared output the engine lacks is a ModelError at load,
+    # not a KeyError in the middle of a prediction
+    from emosdk.backends.tensorrt import TensorRTBackend
+    from emosdk.errors import ModelError
+    from emosdk.models.bundle import TensorSpec
+
+    xy = _xy_spec()
+    spec = type(xy)(xy.role, xy.file, xy.inputs, (*xy.outputs, TensorSpec("z", ("B",), "float32")))
+    with pytest.raises(ModelError, match=r"declares outputs \['z'\]"):
+        TensorRTBackend(tmp_path / "g.onnx", spec, engine=_xy_engine(tmp_path))
+    assert fake_gpu.mem == {}
+
+
 def _xy_spec():
     from emosdk.models.bundle import GraphSpec, TensorSpec
 

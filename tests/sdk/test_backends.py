@@ -1,13 +1,15 @@
 """The ONNX Runtime backend: validation against the declared spec, timing, provider choice."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from emosdk import BackendUnavailableError, InputError
 from emosdk.backends import OnnxRuntimeBackend, create_backend
 from emosdk.backends.onnxruntime import provider_chain
-from emosdk.errors import BackendError
-from emosdk.models.bundle import load_bundle
+from emosdk.errors import BackendError, ModelError
+from emosdk.models.bundle import TensorSpec, load_bundle
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +111,19 @@ def test_unavailable_backends_and_precisions_say_what_to_install(fixture_bundle)
     if not gpu & set(ort.get_available_providers()):
         with pytest.raises(BackendUnavailableError, match="fp16.*GPU"):
             create_backend("auto", path, spec, precision="fp16")
+
+
+def test_outputs_come_in_the_declared_order_and_must_exist_in_the_graph(fixture_bundle):
+    # Backend.infer promises the declared output order (the TensorRT backend keeps it; callers
+    # take the first output as the embedding), and a declared output the graph lacks is a
+    # ModelError at load, not a KeyError in the middle of a prediction
+    b = load_bundle(fixture_bundle)
+    spec, path = b.graphs["face_encoder"], b.graph_path("face_encoder")
+    reversed_spec = dataclasses.replace(spec, outputs=spec.outputs[::-1])
+    backend = create_backend("onnxruntime", path, reversed_spec)
+    out = backend.infer({"face": np.zeros((2, 1, 48, 48), np.float32)})
+    assert list(out) == [t.name for t in reversed_spec.outputs] == ["face_logits", "face_emb"]
+    backend.close()
+    extra = dataclasses.replace(spec, outputs=(*spec.outputs, TensorSpec("x", ("B",), "float32")))
+    with pytest.raises(ModelError, match=r"declares outputs \[.x.\]"):
+        create_backend("onnxruntime", path, extra)

@@ -162,7 +162,17 @@ class OnnxRuntimeBackend(Backend):
             raise ModelError(
                 f"{self.path}: model.json declares inputs {declared} but the graph has {actual}"
             )
-        self._outputs = [o.name for o in self._session.get_outputs()]
+        graph_outputs = [o.name for o in self._session.get_outputs()]
+        missing = [t.name for t in self.spec.outputs if t.name not in graph_outputs]
+        if missing:
+            raise ModelError(
+                f"{self.path}: model.json declares outputs {missing} that the graph lacks "
+                f"(it has {graph_outputs})"
+            )
+        # the declared outputs first, in their declared order (Backend.infer's promise), then
+        # any the bundle does not declare
+        wanted = [t.name for t in self.spec.outputs]
+        self._outputs = wanted + [n for n in graph_outputs if n not in wanted]
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self._session.run(self._outputs, dict(feeds))

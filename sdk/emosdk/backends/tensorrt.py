@@ -93,6 +93,12 @@ class TensorRTBackend(Backend):
             raise ModelError(
                 f"{engine_path}: model.json declares inputs {declared}, the engine {self._inputs}"
             )
+        missing = [t.name for t in self.spec.outputs if t.name not in self._outputs]
+        if missing:
+            raise ModelError(
+                f"{engine_path}: model.json declares outputs {missing} that the engine lacks "
+                f"(it has {self._outputs})"
+            )
         self._dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in names}
         # one device buffer per tensor, sized for the largest shapes of the profile
         for n in self._inputs:
@@ -207,10 +213,8 @@ class TensorRTBackend(Backend):
             )
             out[n] = y
         self.check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
-        declared = [t.name for t in self.spec.outputs]
-        return {n: out[n] for n in declared if n in out} | {
-            n: v for n, v in out.items() if n not in declared
-        }
+        declared = [t.name for t in self.spec.outputs]  # all there: checked in _open
+        return {n: out[n] for n in declared} | {n: v for n, v in out.items() if n not in declared}
 
     def _launch_graph(self, key: tuple) -> bool:
         """Replay (capturing first if needed) the CUDA graph of ``key``; False: enqueue instead.
