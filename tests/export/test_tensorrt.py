@@ -691,6 +691,18 @@ def test_backend_refuses_an_engine_without_a_declared_output(fake_gpu, tmp_path)
     assert fake_gpu.mem == {}
 
 
+def test_backend_names_an_engine_file_it_cannot_read(fake_gpu, tmp_path):
+    from emosdk.backends.tensorrt import TensorRTBackend
+    from emosdk.errors import ModelError
+
+    missing = tmp_path / "typo.engine"
+    with pytest.raises(ModelError, match="typo.engine"):  # was an untyped FileNotFoundError
+        TensorRTBackend(tmp_path / "g.onnx", _xy_spec(), engine=missing)
+    with pytest.raises(ModelError, match="cannot read"):
+        TensorRTBackend(tmp_path / "g.onnx", _xy_spec(), engine=tmp_path)  # a folder
+    assert fake_gpu.mem == {}
+
+
 def _xy_spec():
     from emosdk.models.bundle import GraphSpec, TensorSpec
 

@@ -62,7 +62,10 @@ class TensorRTBackend(Backend):
         engine_path = self.options.get("engine")
         if engine_path is None:
             engine_path = self._cached_engine(precision, device)
-        header, blob = E.read_engine(engine_path)
+        try:
+            header, blob = E.read_engine(engine_path)
+        except OSError as e:  # a missing file, a folder, no permission: say which file
+            raise ModelError(f"{engine_path}: cannot read the TensorRT engine file ({e})") from e
         gpu = E.gpu_name(device)
         if header.gpu_name != gpu or header.trt_version != trt.__version__:
             raise ModelError(
