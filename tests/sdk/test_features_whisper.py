@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import DATA
 
-from emosdk.errors import InputError
+from emosdk.errors import InputError, ModelError
 from emosdk.features.audio import LogMelParams
 from emosdk.features.whisper import (
     WhisperMelParams,
@@ -123,6 +123,18 @@ def test_params_round_trip_and_dispatch():
         params_from_dict({**d, "frontend": "wav2vec"})
     with pytest.raises(ValueError, match="win_length"):
         WhisperMelParams(win_length=320)
+
+
+@pytest.mark.parametrize("sr", [0, -16_000])
+def test_a_sample_rate_that_is_not_positive_is_refused(sr):
+    # sample_rate 0 gave a filterbank of NaNs and NaN features without a word
+    with pytest.raises(ValueError, match="sample_rate"):
+        WhisperMelParams(sample_rate=sr)
+    from emosdk.models import bundle
+
+    d = {**WhisperMelParams().to_dict(), "sample_rate": sr}
+    with pytest.raises(ModelError, match="sample_rate"):
+        bundle.params_from_dict(WhisperMelParams, d, "model.json audio")
 
 
 def test_whisper_features_validates_and_resamples():

@@ -73,8 +73,11 @@ class WhisperMelParams:
                 f"win_length ({self.win_length}) must equal n_fft ({self.n_fft}): Whisper's "
                 "front end windows the whole FFT frame"
             )
-        if self.hop_length <= 0 or self.n_mels <= 0 or self.n_fft <= 0:
-            raise ValueError("n_fft, hop_length and n_mels must be positive")
+        if self.sample_rate <= 0 or self.hop_length <= 0 or self.n_mels <= 0 or self.n_fft <= 0:
+            raise ValueError(
+                f"sample_rate ({self.sample_rate}), n_fft ({self.n_fft}), hop_length "
+                f"({self.hop_length}) and n_mels ({self.n_mels}) must be positive"
+            )
         if self.log_floor <= 0 or self.dynamic_range <= 0:
             raise ValueError("log_floor and dynamic_range must be positive")
 
