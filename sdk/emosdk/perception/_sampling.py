@@ -143,37 +143,6 @@ def _plan(h: int, w: int, rect: Rect, out_w: int, out_h: int, border: str):
     return lo, hi, np.stack(idx), np.stack(wts).astype(np.float32)
 
 
-def _interp_axis(img: np.ndarray, pos: np.ndarray, n: int, axis: int, border: str) -> np.ndarray:
-    """Linear interpolation along one axis at ``pos`` (pixel coordinates)."""
-    i0 = np.floor(pos)
-    f = (pos - i0).astype(np.float32)
-    i0 = i0.astype(np.int64)
-    i1 = i0 + 1
-    w0, w1 = 1.0 - f, f
-    if border == "zero":
-        w0 = np.where((i0 >= 0) & (i0 < n), w0, 0.0).astype(np.float32)
-        w1 = np.where((i1 >= 0) & (i1 < n), w1, 0.0).astype(np.float32)
-    i0 = np.clip(i0, 0, n - 1)
-    i1 = np.clip(i1, 0, n - 1)
-    # positions whose both weights are zero (letterbox padding) are not gathered at all
-    live = np.nonzero((w0 != 0) | (w1 != 0))[0]
-    shape = list(img.shape)
-    shape[axis] = len(pos)
-    out = np.zeros(shape, np.float32)
-    if live.size == 0:
-        return out
-    lo, hi = int(live[0]), int(live[-1]) + 1
-    sl = [slice(None)] * img.ndim
-    sl[axis] = slice(lo, hi)
-    wshape = [1] * img.ndim
-    wshape[axis] = -1
-    a = np.take(img, i0[lo:hi], axis=axis).astype(np.float32)
-    a *= w0[lo:hi].reshape(wshape)
-    a += np.take(img, i1[lo:hi], axis=axis) * w1[lo:hi].reshape(wshape)
-    out[tuple(sl)] = a
-    return out
-
-
 def _bilinear(img: np.ndarray, sx: np.ndarray, sy: np.ndarray, border: str) -> np.ndarray:
     h, w, ch = img.shape
     flat = img.reshape(-1, ch)
