@@ -316,6 +316,13 @@ def test_bad_options_are_config_errors(tmp_path):
         HaarFaceDetector(color_order="rgba")
 
 
+def test_an_unknown_per_call_small_faces_is_an_input_error(det, frames):
+    # a typo ran the four tiles as "always" without a word
+    with pytest.raises(InputError, match="small_faces: expected 'auto', 'always', 'off' or None"):
+        det.detections(frames[0], small_faces="Always")
+    assert det.detections(frames[0], small_faces="off")
+
+
 def test_factory_auto_is_blazeface_and_says_so(caplog, tmp_path):
     with caplog.at_level(logging.INFO, logger="emosdk"):
         d = create_face_detector("auto")

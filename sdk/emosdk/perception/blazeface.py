@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendError, ConfigError
+from ..errors import BackendError, ConfigError, InputError
 from ._onnx import check_io, open_session
 from ._sampling import Rect, check_frame, sample
 from .face import FaceBox
@@ -44,6 +44,7 @@ KEYPOINT_NAMES = (
     "left_ear_tragion",
 )
 INPUT_NAME = "image"
+SMALL_FACES = ("auto", "always", "off")
 OUTPUT_NAMES = ("regressors", "classificators")
 
 
@@ -269,7 +270,7 @@ class BlazeFaceDetector:
         small_faces: str = "auto",
     ) -> None:
         _check_options(min_score=min_score, color_order=color_order, threads=threads)
-        if small_faces not in ("auto", "always", "off"):
+        if small_faces not in SMALL_FACES:
             raise ConfigError(
                 f"small_faces: expected 'auto', 'always' or 'off', got {small_faces!r}"
             )
@@ -321,8 +322,13 @@ class BlazeFaceDetector:
                 passes ``"always"`` while it looks for more than one face).
 
         Raises:
-            InputError: ``image`` is not a frame :func:`emosdk._validate.image` accepts.
+            InputError: ``image`` is not a frame :func:`emosdk._validate.image` accepts, or
+                ``small_faces`` is not one of its values.
         """
+        if small_faces not in (None, *SMALL_FACES):
+            raise InputError(
+                f"small_faces: expected 'auto', 'always', 'off' or None, got {small_faces!r}"
+            )
         return self._detections(check_frame(image), small_faces)
 
     def _detections(self, image: np.ndarray, small_faces: str | None = None) -> list[Detection]:
