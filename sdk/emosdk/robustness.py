@@ -669,7 +669,15 @@ def _read_cache(path: Path, settings: dict) -> dict[int, dict]:
     lines = path.read_text().splitlines()
     if not lines:
         return {}
-    head = json.loads(lines[0])
+    try:
+        head = json.loads(lines[0])
+    except json.JSONDecodeError:
+        head = None
+    if not isinstance(head, dict):
+        raise InputError(
+            f"--cache: {path} is not a robustness cache (its first line is not the settings "
+            "object emosdk-bench robustness writes); pass another file or delete it"
+        )
     if head.get("settings") != settings:
         raise InputError(
             f"--cache: {path} holds a run with other settings ({head.get('settings')}); "

@@ -207,6 +207,17 @@ def test_cli_on_the_shipped_clips_both_modalities(capsys, tmp_path):
         )
 
 
+@pytest.mark.parametrize("text", ['{\n  "schema_version": 1\n}\n', "[1, 2]\n", "file,label\n"])
+def test_a_cache_file_that_is_not_a_robustness_cache_is_an_input_error(rec, tmp_path, text):
+    # e.g. the pretty-printed --out JSON of an earlier run passed as --cache: it raised an
+    # untyped JSONDecodeError (AttributeError for a list); the file is left as it was
+    cache = tmp_path / "rb.json"
+    cache.write_text(text)
+    with pytest.raises(InputError, match="--cache: .*rb.json is not a robustness cache"):
+        R.run(rec, SAMPLES, "audio", ["white_noise"], [3], limit=1, cache=cache)
+    assert cache.read_text() == text
+
+
 def test_cli_on_real_fer2013_and_ckplus_faces(capsys, faces_manifest):
     out = run_cli(
         capsys,
