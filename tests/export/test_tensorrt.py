@@ -725,6 +725,41 @@ def _xy_engine(tmp_path, profile=([1, 2], [1, 4], [2, 8]), **extra):
     return ET.write_engine(tmp_path / "g.engine", header, b"fake engine")
 
 
+def test_one_backend_from_several_threads_gives_each_its_own_result(fake_gpu, tmp_path):
+    # the Recognizer runs its graphs from several threads at once (predict, one stream per
+    # thread); one engine's context, CUDA stream and device buffers serve one call at a time
+    import sys
+    import threading
+
+    from emosdk.backends.tensorrt import TensorRTBackend
+
+    be = TensorRTBackend(tmp_path / "g.onnx", _xy_spec(), engine=_xy_engine(tmp_path))
+    wrong: list[object] = []
+
+    def work(k: int) -> None:
+        x = np.full((1 + k % 2, 4 + k), float(k), np.float32)
+        for _ in range(60):
+            try:
+                if not np.array_equal(be.infer({"x": x})["y"], 2 * x + 1):
+                    wrong.append(k)
+            except Exception as e:  # e.g. a graph destroyed twice
+                wrong.append(e)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, as real concurrency would
+    try:
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert wrong == []
+    be.close()
+    assert fake_gpu.mem == {}
+
+
 # ----- point 4: a failed CUDA-graph capture falls back to plain enqueues -------------------------
 
 

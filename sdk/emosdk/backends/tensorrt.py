@@ -22,6 +22,7 @@ bundle computes each row on its own), so a window's faces never exceed the profi
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,11 @@ logger = logging.getLogger("emosdk")
 
 
 class TensorRTBackend(Backend):
-    """One bundle graph as a TensorRT engine (see the module docstring for the options)."""
+    """One bundle graph as a TensorRT engine (see the module docstring for the options).
+
+    Safe to call from several threads: calls are serialised (one execution context, CUDA stream
+    and set of device buffers), and :meth:`close` waits for a running call.
+    """
 
     name = "tensorrt"
 
@@ -44,6 +49,9 @@ class TensorRTBackend(Backend):
         trt = E.import_tensorrt()
         cudart = E.import_cudart()
         self._trt, self._cudart = trt, cudart
+        # one execution context, CUDA stream and set of device buffers: one call at a time (the
+        # Recognizer runs its graphs from several threads), and close() waits for a running call
+        self._lock = threading.Lock()
         self._stream = None
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
         self._graph: tuple[Any, Any] | None = None  # (graph, graph exec) of _last_key
@@ -154,6 +162,12 @@ class TensorRTBackend(Backend):
         self._buffers[name] = (int(ptr), nbytes)
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self._lock:
+            if self._context is None:  # closed while this call waited for the lock
+                raise BackendError(f"{self.spec.role}: backend is closed")
+            return self._infer_locked(feeds)
+
+    def _infer_locked(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         shapes = {n: tuple(x.shape) for n, x in feeds.items()}
         why = E.shapes_fit(self._profiles, shapes)
         if why is None:
@@ -286,9 +300,14 @@ class TensorRTBackend(Backend):
         self._cudart.cudaGraphDestroy(graph)
 
     def _close(self) -> None:
-        cudart = getattr(self, "_cudart", None)
-        if cudart is None:
+        lock = getattr(self, "_lock", None)
+        if lock is None:
             return
+        with lock:
+            self._release()
+
+    def _release(self) -> None:
+        cudart = self._cudart
         if getattr(self, "_graph", None) is not None:
             self._destroy_graph(*self._graph)
             self._graph = None
