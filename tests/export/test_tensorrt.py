@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import struct
+import threading
 
 import numpy as np
 import pytest
@@ -380,6 +381,8 @@ class _FakeCuda:
         self.fail: set[str] = set()  # names of calls that return cudaErrorUnknown (999)
         self.sticky = 0  # the error cudaGetLastError reports (and clears)
         self.count, self.driver, self.runtime = 1, 12060, 12060
+        self.current = threading.local()  # the calling thread's current device
+        self.stream_device: dict[int, int] = {}
         self.cudaMemcpyKind = types.SimpleNamespace(
             cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2
         )
@@ -415,10 +418,16 @@ class _FakeCuda:
         return 0, self.runtime
 
     def cudaSetDevice(self, dev):  # noqa: N802
+        self.current.device = dev  # as CUDA: the current device is per host thread
         return (0,)
 
     def cudaStreamCreate(self):  # noqa: N802
+        self.stream_device[7] = getattr(self.current, "device", 0)
         return 0, 7
+
+    def _wrong_device(self, stream):
+        # a stream belongs to the device current when it was made; CUDA refuses it elsewhere
+        return getattr(self.current, "device", 0) != self.stream_device.get(stream, 0)
 
     def cudaStreamSynchronize(self, s):  # noqa: N802
         return (900,) if self.capturing is not None else (0,)  # a stream left capturing fails
@@ -445,6 +454,8 @@ class _FakeCuda:
     def cudaMemcpyAsync(self, dst, src, count, kind, stream):  # noqa: N802
         import ctypes
 
+        if self._wrong_device(stream):
+            return (400,)  # cudaErrorInvalidResourceHandle
         if self.capturing is not None:
             return (900,)  # cudaErrorStreamCaptureUnsupported: the stream was left capturing
         if kind == 1:
@@ -729,7 +740,6 @@ def test_one_backend_from_several_threads_gives_each_its_own_result(fake_gpu, tm
     # the Recognizer runs its graphs from several threads at once (predict, one stream per
     # thread); one engine's context, CUDA stream and device buffers serve one call at a time
     import sys
-    import threading
 
     from emosdk.backends.tensorrt import TensorRTBackend
 
@@ -757,6 +767,34 @@ def test_one_backend_from_several_threads_gives_each_its_own_result(fake_gpu, tm
         sys.setswitchinterval(old)
     assert wrong == []
     be.close()
+    assert fake_gpu.mem == {}
+
+
+def test_a_backend_on_device_1_runs_from_another_thread(fake_gpu, tmp_path):
+    # CUDA's current device is per host thread (device 0 in a new one): a call from a thread
+    # other than the loading one must make the engine's device current, or its stream and
+    # context are refused
+    from emosdk.backends.tensorrt import TensorRTBackend
+
+    fake_gpu.count = 2
+    be = TensorRTBackend(tmp_path / "g.onnx", _xy_spec(), engine=_xy_engine(tmp_path), device=1)
+    x = np.ones((1, 4), np.float32)
+    results: list[object] = []
+
+    def work() -> None:
+        try:
+            results.append(be.infer({"x": x})["y"])
+        except Exception as e:
+            results.append(e)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert len(results) == 1 and isinstance(results[0], np.ndarray), results
+    np.testing.assert_array_equal(results[0], 2 * x + 1)
+    closer = threading.Thread(target=be.close)
+    closer.start()
+    closer.join()
     assert fake_gpu.mem == {}
 
 

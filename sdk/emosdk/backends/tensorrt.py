@@ -82,6 +82,7 @@ class TensorRTBackend(Backend):
                 "(`emosdk-export engine`)"
             )
         self._profiles = header.profiles
+        self._device = device
         self.check(cudart.cudaSetDevice(device), "cudaSetDevice")
         if header.plugins:  # the engine holds EmosdkMaskedAttention layers
             E.load_trt_plugin(trt)
@@ -165,6 +166,9 @@ class TensorRTBackend(Backend):
         with self._lock:
             if self._context is None:  # closed while this call waited for the lock
                 raise BackendError(f"{self.spec.role}: backend is closed")
+            # the current CUDA device is per host thread (0 in a new one): make the engine's
+            # current, or its stream and context are refused from any other thread
+            self.check(self._cudart.cudaSetDevice(self._device), "cudaSetDevice")
             return self._infer_locked(feeds)
 
     def _infer_locked(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -308,6 +312,8 @@ class TensorRTBackend(Backend):
 
     def _release(self) -> None:
         cudart = self._cudart
+        if getattr(self, "_device", None) is not None:  # close() may come from another thread
+            cudart.cudaSetDevice(self._device)
         if getattr(self, "_graph", None) is not None:
             self._destroy_graph(*self._graph)
             self._graph = None
