@@ -59,6 +59,21 @@ def test_crop_is_square_and_clipped():
     assert c.shape[:2] == (48, 48)
 
 
+def test_crop_at_the_left_edge_is_the_mirror_of_the_crop_at_the_right_edge(decoded_clips):
+    # clipped on every side alike: at the left or top edge the square used to slide into the
+    # frame (off the face's centre) while at the right or bottom edge it was cut
+    frame = decoded_clips[0][2][20][1]  # a real 480x360 frame
+    h, w = frame.shape[:2]
+    mirrored = np.ascontiguousarray(frame[:, ::-1])
+    for x, y in ((0, 150), (6, 2), (100, 0)):
+        box = FaceBox(x, y, 90, 100)
+        twin = FaceBox(w - x - 90, y, 90, 100)  # the same box in the mirrored frame
+        np.testing.assert_array_equal(crop(frame, box), crop(mirrored, twin)[:, ::-1])
+        flipped = np.ascontiguousarray(frame[::-1])
+        twin_v = FaceBox(x, h - y - 100, 90, 100)
+        np.testing.assert_array_equal(crop(frame, box), crop(flipped, twin_v)[::-1])
+
+
 def test_tracker_keeps_ids_and_separates_faces():
     tr = FaceTracker(max_faces=2, max_missed=2)
     a, b = FaceBox(10, 10, 50, 50), FaceBox(200, 10, 60, 60)

@@ -450,10 +450,11 @@ def crop(image: np.ndarray, box: FaceBox, margin: float = 0.1) -> np.ndarray:
     """Square crop around ``box`` enlarged by ``margin`` of its side, clipped to the frame."""
     side = int(round(max(box.w, box.h) * (1 + 2 * margin)))
     cx, cy = box.x + box.w / 2, box.y + box.h / 2
-    x0 = int(max(0, round(cx - side / 2)))
-    y0 = int(max(0, round(cy - side / 2)))
-    x1 = int(min(image.shape[1], x0 + side))
-    y1 = int(min(image.shape[0], y0 + side))
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    # the square centred on the box, then clipped on every side alike (at the left or top edge
+    # it must not slide into the frame, off the face's centre)
+    x1, y1 = min(image.shape[1], x0 + side), min(image.shape[0], y0 + side)
+    x0, y0 = max(0, x0), max(0, y0)
     return np.ascontiguousarray(image[y0:y1, x0:x1])
 
 
