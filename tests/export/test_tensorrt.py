@@ -130,6 +130,25 @@ def test_engine_header_errors(tmp_path):
         ET.write_engine(tmp_path / "y.engine", _header(precision="int4"), b"")
 
 
+@pytest.mark.parametrize("extra", ['"abc"', '{"dla_core": "gpu"}', "[1, 2]"])
+def test_a_header_with_a_bad_extra_field_is_a_format_error_the_cache_ignores(tmp_path, extra):
+    # it raised an untyped ValueError from dict() or int() out of EngineCache.lookup, where a
+    # broken cache entry is to be ignored (and rebuilt), not to stop the backend
+    import json
+
+    cache = ET.EngineCache(tmp_path)
+    key = (SHA, "Orin (nvgpu)", "10.3.0", "fp16")
+    meta = json.dumps(_header().to_dict())
+    meta = meta.replace('"extra": {"build_s": 12.5}', f'"extra": {extra}').encode()
+    assert f'"extra": {extra}'.encode() in meta
+    p = cache.path(*key)
+    p.write_bytes(struct.pack("<8sII", ET.ENGINE_MAGIC, 1, len(meta)) + meta + b"engine")
+    with pytest.raises(ET.EngineFormatError, match="extra"):
+        ET.read_engine_header(p)
+    assert cache.lookup(*key) is None
+    assert cache.entries() == []
+
+
 # ----- cache ------------------------------------------------------------------------------------
 
 

@@ -321,6 +321,16 @@ class EngineHeader:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EngineHeader:
+        extra = d.get("extra") if isinstance(d, Mapping) else None
+        if extra is not None and not (
+            isinstance(extra, Mapping)
+            and isinstance(extra.get("dla_core"), (int, type(None)))
+            and not isinstance(extra.get("dla_core"), bool)
+        ):
+            raise EngineFormatError(
+                f"engine header field 'extra' must be an object whose dla_core is an int or "
+                f"null, got {extra!r:.80}"
+            )
         try:
             return cls(
                 onnx_sha256=str(d["onnx_sha256"]),
