@@ -368,6 +368,14 @@ def test_tiles_cover_the_frame():
     assert FaceBox(0, 0, 2, 2) == FaceBox(0, 0, 2, 2, keypoints=np.zeros((6, 2)))
 
 
+def test_a_one_tile_grid_is_one_centred_tile_and_no_grid_an_input_error():
+    # grid=1 divided by grid - 1 = 0 (an untyped ZeroDivisionError)
+    (only,) = tile_rects(360, 480, grid=1, overlap=0.0)
+    assert (only.cx, only.cy, only.width, only.height) == (240.0, 180.0, 480.0, 480.0)
+    with pytest.raises(InputError, match="grid: expected an int >= 1"):
+        tile_rects(360, 480, grid=0)
+
+
 def test_alignment_levels_the_eyes_with_blazeface_keypoints(det, decoded_clips):
     import cv2
 

@@ -99,11 +99,20 @@ def letterbox_rect(height: int, width: int) -> Rect:
 def tile_rects(height: int, width: int, grid: int = 2, overlap: float = 0.25) -> list[Rect]:
     """Square tiles covering the frame, ``grid`` x ``grid`` on the longer side's square, each
     ``1 + overlap`` times the grid step: read at 128x128 they magnify faces ``grid / (1 +
-    overlap)`` times (1.6x for 2x2) compared with the letterboxed frame."""
+    overlap)`` times (1.6x for 2x2) compared with the letterboxed frame.
+
+    Raises:
+        InputError: ``grid`` is not an int >= 1.
+    """
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
+        raise InputError(f"grid: expected an int >= 1, got {grid!r}")
     side = max(height, width)
     tile = side / grid * (1.0 + overlap)
     x0, y0 = width / 2 - side / 2, height / 2 - side / 2
-    centres = [tile / 2 + i * (side - tile) / (grid - 1) for i in range(grid)]
+    if grid == 1:  # one tile on the square's centre
+        centres = [side / 2]
+    else:
+        centres = [tile / 2 + i * (side - tile) / (grid - 1) for i in range(grid)]
     rects = []
     for cy in centres:
         for cx in centres:
