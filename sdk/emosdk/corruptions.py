@@ -509,10 +509,10 @@ class Corruption:
     videos_only: bool = False
 
     def params(self, severity: int) -> dict:
-        """The parameters at ``severity`` (1..5)."""
-        if severity not in SEVERITIES:
+        """The parameters at ``severity`` (1..5; a whole-number float such as 3.0 is accepted)."""
+        if isinstance(severity, bool) or severity not in SEVERITIES:
             raise InputError(f"severity: expected one of {SEVERITIES}, got {severity!r}")
-        return dict(self.levels[severity - 1])
+        return dict(self.levels[SEVERITIES.index(severity)])
 
     def __call__(self, signal: np.ndarray, severity: int, ctx: Context) -> np.ndarray:
         """The corrupted signal (a PCM array or one image); audio that would exceed full scale

@@ -100,6 +100,12 @@ def test_the_table_has_every_corruption_of_the_issue_with_five_documented_levels
     assert [C.CORRUPTIONS["downscale"].params(s)["face_px"] for s in (1, 5)] == [40, 20]
     with pytest.raises(InputError, match="severity"):
         C.CORRUPTIONS["jpeg"].params(6)
+    # a whole-number float (a severity read from JSON or numpy) is that severity: 3.0 passed
+    # the membership check and then failed to index the table (an untyped TypeError)
+    assert C.CORRUPTIONS["jpeg"].params(3.0) == C.CORRUPTIONS["jpeg"].params(np.int64(3))
+    for bad in (3.5, True, "3"):
+        with pytest.raises(InputError, match="severity"):
+            C.CORRUPTIONS["jpeg"].params(bad)
 
 
 @pytest.mark.parametrize("name", C.names("audio"))
