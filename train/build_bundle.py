@@ -50,7 +50,14 @@ import torch
 from emosdk.export.bundle import graph_io, write_bundle
 from emosdk.export.onnx import OPSET_TENSORRT, export_onnx
 from emosdk.export.quantize import MAX_MACRO_F1_DROP, update_manifest
-from emosdk.models.bundle import MANIFEST, PERCEPTION_ROLES, StreamParams, load_bundle
+from emosdk.models.bundle import (
+    MANIFEST,
+    PERCEPTION_ROLES,
+    REQUIRED_INPUTS,
+    REQUIRED_OUTPUTS,
+    StreamParams,
+    load_bundle,
+)
 from emosdk.quality import QualityRules
 
 from . import FER_CLASSES, LABELS
@@ -457,6 +464,15 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out.resolve().is_relative_to((REPO / "sdk").resolve()):
         raise SystemExit(f"--out {args.out}: stage the bundle outside sdk/ (the lead copies it in)")
     t0 = time.time()
+    for path, role in ((args.audio_encoder, "audio_encoder"), (args.face_encoder, "face_encoder")):
+        io = graph_io(path)
+        have = {t["name"] for t in io["inputs"] + io["outputs"]}
+        need = set(REQUIRED_INPUTS[role]) | set(REQUIRED_OUTPUTS.get(role, ()))
+        if not need <= have:  # fail before hours of training, not when the bundle loads
+            raise SystemExit(
+                f"{path}: the runtime feeds and reads {sorted(need)} for the {role}; the graph "
+                f"has {sorted(have)} (export it with those names)"
+            )
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     py = [sys.executable, "-m"]

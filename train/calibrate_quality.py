@@ -38,20 +38,20 @@ import logging
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from emosdk import health
 from emosdk.models.bundle import StreamParams
 from emosdk.quality import QualityRules
 
 from . import LABELS
 from .fusion_data import (
     AUDIO_KINDS,
-    AUDIO_MEASURES,
     FACE_KINDS,
-    FACE_MEASURES,
     Case,
     PcmStore,
     audio_set,
@@ -68,26 +68,22 @@ from .models import AuxFormerDeploy
 
 logger = logging.getLogger("emosdk.train")
 
-#: per modality: (rule field, measure, "min" or "max")
-RULES = {
-    "audio": (
-        ("min_snr_db", "snr_db", "min"),
-        ("min_level_dbfs", "level_dbfs", "min"),
-        ("max_clipping", "clipping", "max"),
-        ("min_bandwidth_hz", "bandwidth_hz", "min"),
-    ),
-    "video": (
-        ("min_face_px", "face_px", "min"),
-        ("min_brightness", "brightness", "min"),
-        ("max_brightness", "brightness", "max"),
-        ("min_contrast", "contrast", "min"),
-        ("min_sharpness", "sharpness", "min"),
-    ),
-}
+
+def rules_for(names: Sequence[str]) -> tuple[tuple[str, str, str], ...]:
+    """(rule field, measure, "min" or "max") for each :class:`QualityRules` field named
+    ``min_<measure>`` or ``max_<measure>`` whose measure is among ``names`` (the runtime's)."""
+    out = []
+    for f in dataclasses.fields(QualityRules):
+        kind, _, measure = f.name.partition("_")
+        if kind in ("min", "max") and measure in names:
+            out.append((f.name, measure, kind))
+    return tuple(out)
+
+
 OFF = {"min": -1e9, "max": 1e9}
 
 
-def passes(measures: np.ndarray, names: tuple[str, ...], rule: tuple, value: float) -> np.ndarray:
+def passes(measures: np.ndarray, names: Sequence[str], rule: tuple, value: float) -> np.ndarray:
     _, measure, kind = rule
     x = measures[:, names.index(measure)]
     return x >= value if kind == "min" else x <= value
@@ -102,7 +98,7 @@ def gap_of(correct: np.ndarray, ok: np.ndarray) -> tuple[float, float, float]:
 
 def search(
     measures: np.ndarray,
-    names: tuple[str, ...],
+    names: Sequence[str],
     rules: tuple,
     correct: np.ndarray,
     clean: np.ndarray,
@@ -148,7 +144,7 @@ def search(
     }
 
 
-def verdict(measures: np.ndarray, names: tuple[str, ...], rules: tuple, th: dict) -> np.ndarray:
+def verdict(measures: np.ndarray, names: Sequence[str], rules: tuple, th: dict) -> np.ndarray:
     return np.logical_and.reduce([passes(measures, names, r, th[r[0]]) for r in rules])
 
 
@@ -254,12 +250,19 @@ def main(argv: list[str] | None = None) -> dict:
     }
     chosen: dict[str, float] = {}
     dev: dict[str, dict] = {}
+    kept: list[str] = []
     defaults = dataclasses.asdict(QualityRules())
+    judge = {"audio": health.audio_unreliable, "video": health.video_unreliable}
     for modality, data, names, kinds in (
-        ("audio", a, AUDIO_MEASURES, AUDIO_KINDS),
-        ("video", v, FACE_MEASURES, FACE_KINDS),
+        ("audio", a, aset.measure_names, AUDIO_KINDS),
+        ("video", v, fset.measure_names, FACE_KINDS),
     ):
-        rules = RULES[modality]
+        rules = rules_for(names)
+        # a measure that does not vary here (the detector score of face crops) cannot be
+        # calibrated: its rule keeps the runtime's value
+        varies = [np.nanstd(data["measures"][:, names.index(r[1])]) > 0 for r in rules]
+        kept += [r[0] for r, ok in zip(rules, varies) if not ok]
+        rules = tuple(r for r, ok in zip(rules, varies) if ok)
         th = search(
             data["measures"], names, rules, data["correct"], data["clean"],
             args.min_clean_reliable, args.min_unreliable,
@@ -268,11 +271,17 @@ def main(argv: list[str] | None = None) -> dict:
         if not feasible:  # too few inputs to meet the constraints: keep the runtime's values
             th = {r[0]: defaults[r[0]] for r in rules}
         chosen.update(th)
-        ok = verdict(data["measures"], names, rules, th)
-        ok_default = verdict(data["measures"], names, rules, defaults)
+        # the verdicts reported are the runtime's own (emosdk.health), not the search's copy
+        rows = [dict(zip(names, map(float, m))) for m in data["measures"]]
+        mine = QualityRules(**{**defaults, **th})
+        ok = np.array([judge[modality](r, mine) is None for r in rows])
+        ok_default = np.array([judge[modality](r, QualityRules()) is None for r in rows])
         dev[modality] = {
             "inputs": int(len(ok)),
+            "measures": list(names),
             "feasible": feasible,
+            # share of inputs where the search's vectorised rules agree with emosdk.health
+            "search_agrees": float((ok == verdict(data["measures"], names, rules, th)).mean()),
             "chosen": report(data["correct"], ok, data["clean"], data["kinds"], kinds),
             "provisional_defaults": report(
                 data["correct"], ok_default, data["clean"], data["kinds"], kinds
@@ -288,15 +297,14 @@ def main(argv: list[str] | None = None) -> dict:
             dev[modality]["chosen"]["clean_reliable_share"],
             dev[modality]["provisional_defaults"]["all"]["gap"],
         )
-    quality = {k: round(val, 6) for k, val in chosen.items()}
-    quality["min_detector_score"] = defaults["min_detector_score"]
+    quality = {k: round(float(chosen.get(k, val)), 6) for k, val in defaults.items()}
     out = {
         "quality": quality,
         "method": "coordinate ascent over percentiles of each measure: maximise the accuracy "
         "of reliable-marked minus unreliable-marked results over clean and corrupted "
         f"development inputs, with >= {args.min_clean_reliable:.0%} of clean inputs reliable and "
-        f">= {args.min_unreliable:.0%} of the inputs unreliable; min_detector_score keeps the "
-        "runtime default (face crops have no detector score)",
+        f">= {args.min_unreliable:.0%} of the inputs unreliable; rules whose measure does not "
+        f"vary on this data keep the runtime's value: {kept}",
         "development_data": {
             "audio": f"CREMA-D partition {cfg['partition']} Development ({n_a} clips), clean + "
             f"{args.k} corrupted copies each (seed {args.seed}), audio-only predictions",

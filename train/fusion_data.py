@@ -57,7 +57,7 @@ from emosdk import corruptions as C
 from emosdk import health
 from emosdk.buffers import step_mask
 from emosdk.config import RecognizerConfig
-from emosdk.features.face import FaceParams, normalize_face
+from emosdk.features.face import FaceParams, normalize_face, to_gray
 from emosdk.features.whisper import AudioParams, compute_features
 from emosdk.metrics import classification_report
 from emosdk.models.bundle import StreamParams, sha256_file
@@ -76,8 +76,19 @@ SEED_TAG = 0xF0510
 AUG_VERSION = 1
 """Part of every cache key: bump when the augmentation or the windows change."""
 
-AUDIO_MEASURES = ("snr_db", "speech_fraction", "level_dbfs", "clipping", "bandwidth_hz")
-FACE_MEASURES = ("face_px", "brightness", "contrast", "sharpness", "detector_score")
+
+def runtime_key() -> str:
+    """A digest of the runtime code that decides whether audio counts and measures quality
+    (emosdk.quality, emosdk.health, emosdk.perception.voice): part of the key of every cached
+    measure, so measures are recomputed (the embeddings kept) when that code changes."""
+    import inspect
+
+    from emosdk import quality
+    from emosdk.perception import voice
+
+    src = "".join(inspect.getsource(m) for m in (quality, health, voice))
+    return hashlib.sha256(src.encode()).hexdigest()[:12]
+
 
 # -----------------------------------------------------------------------------------------------
 # the encoders, as ONNX graphs
@@ -189,13 +200,13 @@ class FaceGraph:
         )
         return out[0]
 
-    def prepare(self, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(normalised (1, S, S), measures in :data:`FACE_MEASURES` order) of one crop given as
-        ``predict(face=crop)`` takes it."""
+    def prepare(self, crop: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        """(normalised (1, S, S), quality measures) of one crop given as ``predict(face=crop)``
+        takes it (``Pipeline.embed``: face size = the crop's shorter side, score 1.0)."""
         fp = self.params
         x = normalize_face(crop, fp)
-        m = face_measures(x[0] * fp.std + fp.mean, min(crop.shape[:2]), 1.0)
-        return x, np.array([m[k] for k in FACE_MEASURES], np.float32)
+        native = to_gray(crop, fp.color_order)
+        return x, face_measures(x[0] * fp.std + fp.mean, min(crop.shape[:2]), 1.0, native)
 
 
 # -----------------------------------------------------------------------------------------------
@@ -265,9 +276,8 @@ class AudioJudge:
 
     def __call__(
         self, pcm: np.ndarray, valid: np.ndarray, padding: np.ndarray
-    ) -> tuple[str | None, np.ndarray]:
-        """(why the audio is missing or None, measures in :data:`AUDIO_MEASURES` order; NaN
-        when missing)."""
+    ) -> tuple[str | None, dict[str, float]]:
+        """(why the audio is missing or None, the quality measures; empty when missing)."""
         frames = None if self.vad is None else self.vad.speech_frames(pcm, valid)
         speech_ms = 0.0 if frames is None else float(frames.sum() * VAD_FRAME_MS)
         speech = frames is None or speech_ms >= self.min_speech_ms
@@ -275,11 +285,9 @@ class AudioJudge:
         reason = health.audio_missing(
             bool(valid.any()), speech, speech_ms, method, self.min_speech_ms
         )
-        nan = np.full(len(AUDIO_MEASURES), np.nan, np.float32)
         if reason is not None:
-            return reason, nan
-        m = audio_measures(pcm, valid & ~padding, frames, self.sample_rate)
-        return None, np.array([m[k] for k in AUDIO_MEASURES], np.float32) if m else nan
+            return reason, {}
+        return None, audio_measures(pcm, valid & ~padding, frames, self.sample_rate)
 
 
 def encode_windows(
@@ -661,6 +669,16 @@ def _key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _as_table(measures: list[dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Measure dicts (some empty) -> (names, (N, M) float32, NaN where a dict is empty)."""
+    names = next((list(m) for m in measures if m), [])
+    table = np.full((len(measures), len(names)), np.nan, np.float32)
+    for i, m in enumerate(measures):
+        if m:
+            table[i] = [m[k] for k in names]
+    return np.array(names), table
+
+
 @dataclass
 class AudioSet:
     """Embedded windows of clips: ``copies`` per item, the first ``n_clean`` clean.
@@ -674,7 +692,8 @@ class AudioSet:
         kind: (items, copies) index into :data:`AUDIO_KINDS`, -1 for clean copies.
         params: (items, copies) JSON of the drawn corruption parameters.
         missing: (items, copies) the runtime would find no usable audio (no speech).
-        measures: (items, copies, 5) :data:`AUDIO_MEASURES` (NaN when missing).
+        measure_names: the runtime's quality measures, in the order of ``measures``.
+        measures: (items, copies, M) (NaN when missing).
     """
 
     names: np.ndarray
@@ -689,6 +708,7 @@ class AudioSet:
     kind: np.ndarray
     params: np.ndarray
     missing: np.ndarray
+    measure_names: tuple[str, ...]
     measures: np.ndarray
     meta: dict = field(default_factory=dict)
 
@@ -704,6 +724,9 @@ class AudioSet:
             raise ValueError("windows of different lengths: no fixed view")
         n, c, t = len(self.names), self.copies, int(lens[0])
         return self.data.reshape(n, c, t, -1), self.masks.reshape(n, c, t)
+
+    def measure(self, i: int, c: int) -> dict[str, float]:
+        return dict(zip(self.measure_names, map(float, self.measures[i, c])))
 
 
 def audio_set(
@@ -722,6 +745,11 @@ def audio_set(
     shard: int = 128,
 ) -> AudioSet:
     """Embed ``n_clean`` clean and ``k`` corrupted windows of every item (cached, resumable).
+
+    Each shard of ``shard`` items keeps its embeddings (``shard_NNNN.npz``, keyed by the encoder,
+    front end, windows, items and seed) apart from the runtime's verdicts on them (voice
+    activity, quality measures: ``measures_<runtime_key>_NNNN.npz``), so a change of the
+    runtime's quality code recomputes the measures and keeps the embeddings.
 
     Args:
         mode: ``"predict"`` (the clip centred as ``Recognizer.predict`` places it; clean copies
@@ -765,17 +793,13 @@ def audio_set(
         )
     )
     judge = AudioJudge()
+    rkey = runtime_key()
     copies = n_clean + k
     n_shards = math.ceil(len(items) / shard)
     store.ensure(names + [t.name for t in talkers])
     talker_pcm = [(t.speaker, store.get(t.name)) for t in talkers]
-    for s in range(n_shards):
-        path = folder / f"shard_{s:04d}.npz"
-        if path.is_file():
-            continue
-        t0 = time.time()
-        part = range(s * shard, min(len(items), (s + 1) * shard))
-        windows, meta = [], []
+
+    def windows_of(part: range):
         for i in part:
             it = items[i]
             pcm = store.get(it.name)
@@ -791,22 +815,45 @@ def audio_set(
                     w = predict_window(x, stream.window_s)
                 else:
                     w = stream_window(x, stream.window_s, rng)
-                why, m = judge(*fit_window(*w, graph.params, graph.frames_per_step))
-                windows.append(w)
-                meta.append((kind, json.dumps(prm), why is not None, m, len(w[0])))
-        enc = encode_windows(graph, windows)
+                yield w, kind, prm
+
+    for s in range(n_shards):
+        path = folder / f"shard_{s:04d}.npz"
+        mpath = folder / f"measures_{rkey}_{s:04d}.npz"
+        if path.is_file() and mpath.is_file():
+            continue
+        t0 = time.time()
+        part = range(s * shard, min(len(items), (s + 1) * shard))
+        windows, kinds, prms, verdicts = [], [], [], []
+        for w, kind, prm in windows_of(part):
+            verdicts.append(judge(*fit_window(*w, graph.params, graph.frames_per_step)))
+            windows.append(w)
+            kinds.append(kind)
+            prms.append(json.dumps(prm))
+        if not path.is_file():
+            enc = encode_windows(graph, windows)
+            np.savez(
+                folder / f"shard_{s:04d}.tmp.npz",
+                data=np.concatenate([e[0] for e in enc]).astype(np.float16),
+                masks=np.concatenate([e[1] for e in enc]).astype(np.uint8),
+                lens=np.array([len(e[1]) for e in enc]),
+                kind=np.array(kinds, np.int16),
+                params=np.array(prms),
+                n_samples=np.array([len(w[0]) for w in windows]),
+            )
+            (folder / f"shard_{s:04d}.tmp.npz").replace(path)
+        with np.load(path) as z:  # a window whose every step is masked is missing too
+            steps = np.split(z["masks"], np.cumsum(z["lens"])[:-1])
+        mnames, table = _as_table([m for _, m in verdicts])
         np.savez(
-            folder / f"shard_{s:04d}.tmp.npz",
-            data=np.concatenate([e[0] for e in enc]).astype(np.float16),
-            masks=np.concatenate([e[1] for e in enc]).astype(np.uint8),
-            lens=np.array([len(e[1]) for e in enc]),
-            kind=np.array([m[0] for m in meta], np.int16),
-            params=np.array([m[1] for m in meta]),
-            missing=np.array([m[2] or not e[1].any() for m, e in zip(meta, enc)]),
-            measures=np.stack([m[3] for m in meta]),
-            n_samples=np.array([m[4] for m in meta]),
+            folder / f"measures_{rkey}_{s:04d}.tmp.npz",
+            names=mnames,
+            measures=table,
+            missing=np.array(
+                [why is not None or not st.any() for (why, _), st in zip(verdicts, steps)]
+            ),
         )
-        (folder / f"shard_{s:04d}.tmp.npz").replace(path)
+        (folder / f"measures_{rkey}_{s:04d}.tmp.npz").replace(mpath)
         logger.info(
             "%s: shard %d/%d (%d windows) in %.0f s",
             folder.name,
@@ -815,8 +862,11 @@ def audio_set(
             len(windows),
             time.time() - t0,
         )
+    keep = ("data", "masks", "lens", "kind", "params", "n_samples")
     parts = [np.load(folder / f"shard_{s:04d}.npz") for s in range(n_shards)]
-    cat = {key: np.concatenate([p[key] for p in parts]) for key in parts[0].files}
+    cat = {key: np.concatenate([p[key] for p in parts]) for key in keep}
+    mparts = [np.load(folder / f"measures_{rkey}_{s:04d}.npz") for s in range(n_shards)]
+    mnames = next((tuple(p["names"].tolist()) for p in mparts if len(p["names"])), ())
     n = len(items)
     return AudioSet(
         names=np.array(names),
@@ -830,9 +880,17 @@ def audio_set(
         n_samples=cat["n_samples"].reshape(n, copies),
         kind=cat["kind"].reshape(n, copies),
         params=cat["params"].reshape(n, copies),
-        missing=cat["missing"].reshape(n, copies),
-        measures=cat["measures"].reshape(n, copies, -1),
-        meta={"folder": str(folder), "set": set_name, "mode": mode, "seed": seed},
+        missing=np.concatenate([p["missing"] for p in mparts]).reshape(n, copies),
+        measure_names=mnames,
+        measures=np.concatenate(
+            [
+                p["measures"]
+                if len(p["names"])
+                else np.full((len(p["missing"]), len(mnames)), np.nan, np.float32)
+                for p in mparts
+            ]
+        ).reshape(n, copies, -1),
+        meta={"folder": str(folder), "set": set_name, "mode": mode, "seed": seed, "runtime": rkey},
     )
 
 
@@ -846,7 +904,8 @@ class FaceSet:
         labels: (faces,) label indices.
         kind: (faces, copies) index into :data:`FACE_KINDS`, -1 clean, -2 jittered.
         params: (faces, copies) JSON of the corruption parameters.
-        measures: (faces, copies, 5) :data:`FACE_MEASURES`.
+        measure_names: the runtime's face quality measures, in the order of ``measures``.
+        measures: (faces, copies, M).
     """
 
     emb: np.ndarray
@@ -855,12 +914,16 @@ class FaceSet:
     k: int
     kind: np.ndarray
     params: np.ndarray
+    measure_names: tuple[str, ...]
     measures: np.ndarray
     meta: dict = field(default_factory=dict)
 
     @property
     def corrupted(self) -> slice:
         return slice(1 + self.n_jitter, 1 + self.n_jitter + self.k)
+
+    def measure(self, i: int, c: int) -> dict[str, float]:
+        return dict(zip(self.measure_names, map(float, self.measures[i, c])))
 
 
 def face_set(
@@ -876,7 +939,8 @@ def face_set(
     shard: int = 2048,
     batch: int = 256,
 ) -> FaceSet:
-    """Embed every face clean, ``n_jitter`` jittered and ``k`` corrupted (cached, resumable)."""
+    """Embed every face clean, ``n_jitter`` jittered and ``k`` corrupted (cached, resumable;
+    measures apart from embeddings, as in :func:`audio_set`)."""
     key = _key(
         AUG_VERSION,
         graph.sha256,
@@ -888,11 +952,13 @@ def face_set(
     )
     folder = cache_dir / f"face_{set_name}_{graph.sha256[:12]}_s{seed}_{key}"
     folder.mkdir(parents=True, exist_ok=True)
+    rkey = runtime_key()
     copies = 1 + n_jitter + k
     n_shards = math.ceil(len(images) / shard)
     for s in range(n_shards):
         path = folder / f"shard_{s:04d}.npz"
-        if path.is_file():
+        mpath = folder / f"measures_{rkey}_{s:04d}.npz"
+        if path.is_file() and mpath.is_file():
             continue
         t0 = time.time()
         xs, kinds, prms, meas = [], [], [], []
@@ -910,16 +976,19 @@ def face_set(
                 kinds.append(kind)
                 prms.append(json.dumps(prm))
                 meas.append(m)
-        x = np.stack(xs)
-        emb = np.concatenate([graph.encode(x[j : j + batch]) for j in range(0, len(x), batch)])
-        np.savez(
-            folder / f"shard_{s:04d}.tmp.npz",
-            emb=emb.astype(np.float16),
-            kind=np.array(kinds, np.int16),
-            params=np.array(prms),
-            measures=np.stack(meas),
-        )
-        (folder / f"shard_{s:04d}.tmp.npz").replace(path)
+        if not path.is_file():
+            x = np.stack(xs)
+            emb = np.concatenate([graph.encode(x[j : j + batch]) for j in range(0, len(x), batch)])
+            np.savez(
+                folder / f"shard_{s:04d}.tmp.npz",
+                emb=emb.astype(np.float16),
+                kind=np.array(kinds, np.int16),
+                params=np.array(prms),
+            )
+            (folder / f"shard_{s:04d}.tmp.npz").replace(path)
+        mnames, table = _as_table(meas)
+        np.savez(folder / f"measures_{rkey}_{s:04d}.tmp.npz", names=mnames, measures=table)
+        (folder / f"measures_{rkey}_{s:04d}.tmp.npz").replace(mpath)
         logger.info(
             "%s: shard %d/%d (%d crops) in %.0f s",
             folder.name,
@@ -928,8 +997,10 @@ def face_set(
             len(xs),
             time.time() - t0,
         )
+    keep = ("emb", "kind", "params")
     parts = [np.load(folder / f"shard_{s:04d}.npz") for s in range(n_shards)]
-    cat = {key: np.concatenate([p[key] for p in parts]) for key in parts[0].files}
+    cat = {key: np.concatenate([p[key] for p in parts]) for key in keep}
+    mparts = [np.load(folder / f"measures_{rkey}_{s:04d}.npz") for s in range(n_shards)]
     n = len(images)
     return FaceSet(
         emb=cat["emb"].reshape(n, copies, -1),
@@ -938,8 +1009,9 @@ def face_set(
         k=k,
         kind=cat["kind"].reshape(n, copies),
         params=cat["params"].reshape(n, copies),
-        measures=cat["measures"].reshape(n, copies, -1),
-        meta={"folder": str(folder), "set": set_name, "seed": seed},
+        measure_names=tuple(mparts[0]["names"].tolist()),
+        measures=np.concatenate([p["measures"] for p in mparts]).reshape(n, copies, -1),
+        meta={"folder": str(folder), "set": set_name, "seed": seed, "runtime": rkey},
     )
 
 
@@ -995,16 +1067,6 @@ def onnx_fusion(path: str | Path, threads: int = 1) -> Fusion:
         return sess.run(["logits"], feeds)[0]
 
     return run
-
-
-def _rules_audio(m: np.ndarray, rules: QualityRules) -> bool:
-    d = dict(zip(AUDIO_MEASURES, map(float, m)))
-    return health.audio_unreliable(d, rules) is None
-
-
-def _rules_video(m: np.ndarray, rules: QualityRules) -> bool:
-    d = dict(zip(FACE_MEASURES, map(float, m)))
-    return health.video_unreliable(d, rules) is None
 
 
 @dataclass
@@ -1080,9 +1142,11 @@ def predict_cases(
         verdict = {}
         if rules is not None:
             if a_ok:
-                verdict["a"] = _rules_audio(aset.measures[c.item, c.a], rules)
+                verdict["a"] = health.audio_unreliable(aset.measure(c.item, c.a), rules) is None
             if v_ok:
-                verdict["v"] = _rules_video(fset.measures[pair[c.item], c.f], rules)
+                verdict["v"] = (
+                    health.video_unreliable(fset.measure(pair[c.item], c.f), rules) is None
+                )
             if a_ok and v_ok and verdict["a"] != verdict["v"]:  # health.gate
                 a_ok, v_ok = verdict["a"], verdict["v"]
         if not (a_ok or v_ok):

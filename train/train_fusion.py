@@ -113,6 +113,7 @@ class Config:
     threads: int = 1
     limit: int = 0  # >0: smoke run, at most this many clips per split and faces per class
     max_steps: int = 0  # >0: at most this many optimiser steps per fit
+    final: bool = True  # --no-final: the select fit alone (ablations)
 
     def fusion_kwargs(self, d_audio: int, d_video: int) -> dict:
         return {
@@ -387,7 +388,10 @@ def main(argv: list[str] | None = None) -> dict:
     )
     model_s, res_s = fit(cfg, d, "select", cfg.epochs, out / "select")
     epochs = int(res_s["selected_epoch"])
-    model_f, res_f = fit(cfg, d, "final", epochs, out / "final")
+    if cfg.final:
+        model_f, res_f = fit(cfg, d, "final", epochs, out / "final")
+    else:  # an ablation: the select fit stands for the final one
+        model_f, res_f = model_s, {**res_s, "note": "--no-final: the select fit"}
     kwargs = cfg.fusion_kwargs(ag.d, fg.d)
     (out / "fusion_config.json").write_text(json.dumps(kwargs, indent=2))
     figures = {

@@ -16,8 +16,7 @@ from emosdk.capture.media import read_media
 from emosdk.models import load_bundle
 from emosdk.quality import QualityRules
 from train.build_bundle import MB, WHISPER_TINY_EN, choose, default_audio_card, main
-from train.calibrate_quality import RULES, search, verdict
-from train.fusion_data import AUDIO_MEASURES
+from train.calibrate_quality import rules_for, search, verdict
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "data" / "fixture_bundle"
@@ -55,22 +54,25 @@ def test_threshold_search_separates_bad_inputs() -> None:
     the clean inputs reliable and leaves the uninformative measures off."""
     rng = np.random.default_rng(0)
     n = 3000
+    names = ("snr_db", "speech_fraction", "level_dbfs", "clipping", "hf_db")
+    rules = rules_for(names)
+    assert {r[0] for r in rules} == {"min_snr_db", "min_level_dbfs", "max_clipping", "min_hf_db"}
     clean = np.arange(n) < 1000
     snr = np.where(clean, rng.normal(30, 3, n), rng.uniform(-10, 30, n))
-    m = np.zeros((n, len(AUDIO_MEASURES)), np.float32)
-    m[:, AUDIO_MEASURES.index("snr_db")] = snr
-    m[:, AUDIO_MEASURES.index("level_dbfs")] = rng.uniform(-40, -10, n)
-    m[:, AUDIO_MEASURES.index("bandwidth_hz")] = rng.uniform(3000, 8000, n)
+    m = np.zeros((n, len(names)), np.float32)
+    m[:, names.index("snr_db")] = snr
+    m[:, names.index("level_dbfs")] = rng.uniform(-40, -10, n)
+    m[:, names.index("hf_db")] = rng.uniform(-40, -10, n)
     correct = rng.random(n) < np.where(snr > 5, 0.8, 0.2)
-    th = search(m, AUDIO_MEASURES, RULES["audio"], correct, clean, 0.95, 0.10)
+    th = search(m, names, rules, correct, clean, 0.95, 0.10)
     assert 0.0 < th["min_snr_db"] < 12.0
-    ok = verdict(m, AUDIO_MEASURES, RULES["audio"], th)
+    ok = verdict(m, names, rules, th)
     assert ok[clean].mean() >= 0.95 and (~ok).mean() >= 0.10
     assert correct[ok].mean() - correct[~ok].mean() > 0.4
     # impossible constraints: no thresholds (the script then keeps the runtime's)
-    assert search(m, AUDIO_MEASURES, RULES["audio"], correct, clean, 0.95, 0.99) is None
-    rules = dataclasses.asdict(QualityRules())
-    assert all(r[0] in rules for rs in RULES.values() for r in rs)
+    assert search(m, names, rules, correct, clean, 0.95, 0.99) is None
+    face = rules_for(("face_px", "brightness", "contrast", "sharpness", "noise", "detector_score"))
+    assert ("max_brightness", "brightness", "max") in face and len(face) == 7
 
 
 def test_whisper_provenance_is_pinned() -> None:
@@ -130,6 +132,10 @@ def test_one_command_build(tmp_path: Path) -> None:
     with Recognizer(model=str(out), num_threads=1) as rec:  # the runtime takes it
         r = rec.predict(audio=read_media(SAMPLES / "1002_DFA_HAP_XX.mp3")[0])
         assert r.label in b.labels and r.quality
+    with pytest.raises(SystemExit, match="audio_emb"):  # names the runtime needs, checked first
+        main(["--work", str(tmp_path / "w3"), "--out", str(tmp_path / "o3"),
+              "--audio-encoder", str(FIXTURE / "face_encoder.onnx"), "--audio-frontend", "b",
+              "--face-encoder", str(FIXTURE / "face_encoder.onnx")])  # fmt: skip
     with pytest.raises(SystemExit, match="outside sdk"):
         main(["--work", str(tmp_path / "w2"), "--out", str(REPO / "sdk" / "x"),
               "--audio-encoder", "a", "--audio-frontend", "b", "--face-encoder", "c"])  # fmt: skip

@@ -72,9 +72,11 @@ def test_embeddings_give_the_recognizers_scores(bundle: Path, fer_face: np.ndarr
             np.testing.assert_allclose(ours, [r.raw_scores[k] for k in rec.labels], atol=1e-5)
         assert why is None
         got = r.quality[Modality.AUDIO].measures
-        np.testing.assert_allclose(m, [got[k] for k in FD.AUDIO_MEASURES], rtol=1e-5)
+        assert set(m) == set(got)
+        np.testing.assert_allclose([m[k] for k in got], list(got.values()), rtol=1e-5)
         got = r.quality[Modality.VIDEO].measures
-        np.testing.assert_allclose(fm, [got[k] for k in FD.FACE_MEASURES], rtol=1e-5)
+        assert set(fm) == set(got)
+        np.testing.assert_allclose([fm[k] for k in got], list(got.values()), rtol=1e-5)
     rec.close()
 
 
@@ -91,9 +93,6 @@ def test_frames_per_step_and_widths_are_read_from_the_graphs() -> None:
 def test_audio_corruptions_are_seeded_and_do_what_they_say() -> None:
     pcm = read_media(SAMPLES / "1002_DFA_HAP_XX.mp3")[0]
     talker = read_media(SAMPLES / "1002_DFA_NEU_XX.mp3")[0]
-    judge = FD.AudioJudge()
-    clean = judge(*FD.predict_window(pcm, 3.0))[1]
-    names = list(FD.AUDIO_MEASURES)
     for kind in FD.AUDIO_KINDS:
         y1, p1 = FD.corrupt_audio(pcm, kind, FD.aug_rng(1, "t", 0, 0), [talker])
         y2, p2 = FD.corrupt_audio(pcm, kind, FD.aug_rng(1, "t", 0, 0), [talker])
@@ -103,13 +102,14 @@ def test_audio_corruptions_are_seeded_and_do_what_they_say() -> None:
         y3, _ = FD.corrupt_audio(pcm, kind, FD.aug_rng(2, "t", 0, 0), [talker])
         assert not np.array_equal(y1, y3)  # another seed, another draw
     y, p = FD.corrupt_audio(pcm, "telephone", FD.aug_rng(1, "t", 0, 1))
-    m = judge(*FD.predict_window(y, 3.0))[1]
-    bw = names.index("bandwidth_hz")
-    assert m[bw] <= p["high_hz"] + 100 < clean[bw]
+    spec = np.abs(np.fft.rfft(y.astype(np.float64))) ** 2
+    f = np.fft.rfftfreq(len(y), 1 / 16_000)
+    assert spec[f > p["high_hz"] + 200].sum() < 1e-3 * spec.sum()  # nothing above the band
     y, p = FD.corrupt_audio(pcm, "white_noise", FD.aug_rng(1, "t", 0, 2))
-    m = judge(*FD.predict_window(y, 3.0))[1]
-    snr = names.index("snr_db")
-    assert m[snr] < clean[snr]
+    gain = float(y @ pcm) / float(pcm @ pcm)  # fit_full_scale may have scaled the mixture
+    noise = y - gain * pcm
+    snr = 10 * np.log10(float((gain * pcm) @ (gain * pcm)) / float(noise @ noise))
+    assert abs(snr - p["snr_db"]) < 1.0
     _, p = FD.corrupt_audio(pcm, "babble", FD.aug_rng(1, "t", 0, 3), [])
     assert p["fallback"] == "pink_noise"  # no other speaker at hand: said so
 
@@ -125,9 +125,9 @@ def test_face_corruptions_are_seeded_and_do_what_they_say(fer_face: np.ndarray) 
         assert a.shape != fer_face.shape or not np.array_equal(a, fer_face)
     a, p = FD.corrupt_face(fer_face, "low_res", FD.aug_rng(1, "f", 0, 1))
     assert a.shape[:2] == (p["face_px"], p["face_px"])
-    assert fg.prepare(a)[1][0] == p["face_px"]  # face_px reads the small crop
+    assert fg.prepare(a)[1]["face_px"] == p["face_px"]  # face_px reads the small crop
     a, _ = FD.corrupt_face(fer_face, "darken", FD.aug_rng(1, "f", 0, 2))
-    assert fg.prepare(a)[1][1] < clean[1]  # brightness
+    assert fg.prepare(a)[1]["brightness"] < clean["brightness"]
     j = FD.jitter_face(fer_face, FD.aug_rng(1, "f", 0, 3))
     assert j.shape == fer_face.shape and not np.array_equal(j, fer_face)
 
