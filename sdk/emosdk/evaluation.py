@@ -332,7 +332,7 @@ def throughput(rec: Recognizer, batches: tuple[int, ...], seconds: float = 1.0) 
         n, t0 = 0, time.perf_counter()
         while True:
             emb = rec.graphs["audio_encoder"].infer({"logmel": mel})["audio_emb"]
-            femb = next(iter(rec.graphs["face_encoder"].infer({"face": faces}).values()))
+            femb = rec.graphs["face_encoder"].infer({"face": faces})["face_emb"]
             video = np.ascontiguousarray(femb.reshape(batch, tv, -1))
             rec.graphs["fusion"].infer(
                 {

@@ -246,7 +246,7 @@ class Pipeline:
         stages = {"face_preprocess": (time.perf_counter() - t0) * 1e3}
         out, ms = self.run("face_encoder", {"face": batch})
         stages["face_encoder"] = ms
-        return next(iter(out.values())), stages, measures
+        return out["face_emb"], stages, measures
 
     def encode_images(
         self, items: Sequence[np.ndarray | None], is_face: bool, tracker: object = None

@@ -312,9 +312,10 @@ class Recognizer:
             return p.mesh_tracker().detect(image)
         return p.detect(image)[0]
 
-    def face_crops(self, image: np.ndarray) -> list[np.ndarray]:
+    def face_crops(self, image: np.ndarray, boxes: bool = False) -> list:
         """The aligned face crops the recognizer would embed from a full frame (largest first;
-        at most one unless ``max_faces`` > 1). Same arguments and errors as :meth:`detect_faces`."""
+        at most one unless ``max_faces`` > 1); with ``boxes``, (FaceBox, crop) pairs from the
+        same detection. Same arguments and errors as :meth:`detect_faces`."""
         _validate.image("image", image, "an image (H, W) or (H, W, 1|3)")
         p = self._open()
         if self.config.face_mesh:
@@ -325,7 +326,8 @@ class Recognizer:
             tracker = FaceTracker(max_faces=self.config.max_faces)
         else:
             tracker = None
-        return [c for _, c, _ in p.face_crops(image, tracker)[0]]
+        found = p.face_crops(image, tracker)[0]
+        return [(b, c) for _, c, b in found] if boxes else [c for _, c, _ in found]
 
     # -- streams -------------------------------------------------------------------------------
     def stream(

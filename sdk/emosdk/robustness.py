@@ -163,10 +163,10 @@ def decode(rec: Recognizer, row: Row, video: bool = True) -> Clip:
     clip.sampled = C.nearest_frames(clip.times, C.frame_times(clip.times[0], clip.times[-1], fps))
     found = []
     for k in clip.sampled:
-        boxes = rec.detect_faces(clip.frames[k])
-        crops = rec.face_crops(clip.frames[k]) if boxes else []
-        clip.crops.append(crops[0] if crops else None)
-        found.append((boxes[0].x, boxes[0].y, boxes[0].w, boxes[0].h) if boxes else None)
+        faces = rec.face_crops(clip.frames[k], boxes=True)  # [(box, crop)], one detection
+        clip.crops.append(faces[0][1] if faces else None)
+        box = faces[0][0] if faces else None
+        found.append((box.x, box.y, box.w, box.h) if box is not None else None)
     have = [i for i, b in enumerate(found) if b is not None]
     clip.boxes = [
         found[min(have, key=lambda j: abs(j - i))] if have else None for i in range(len(found))
@@ -695,12 +695,15 @@ def _read_cache(path: Path, settings: dict) -> dict[int, dict]:
 
 def _open_cache(path: Path, settings: dict, done: dict):
     path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "w", encoding="utf-8")  # rewritten whole: drops a torn last line
-    f.write(json.dumps({"settings": settings}) + "\n")
-    for r in done.values():
-        f.write(json.dumps(r) + "\n")
-    f.flush()
-    return f
+    # rewritten whole (drops a torn last line) into a new file that replaces the old one only
+    # when complete: a run killed meanwhile keeps every record it had
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"settings": settings}) + "\n")
+        for r in done.values():
+            f.write(json.dumps(r) + "\n")
+    tmp.replace(path)
+    return open(path, "a", encoding="utf-8")
 
 
 def plot(result: dict, folder: Path, stem: str = "robustness") -> dict[str, str]:

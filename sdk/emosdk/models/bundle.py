@@ -38,7 +38,11 @@ REQUIRED_INPUTS = {
     "face_encoder": ("face",),
     "fusion": ("audio", "audio_mask", "video", "video_mask"),
 }
-REQUIRED_OUTPUTS = {"audio_encoder": ("audio_emb",), "fusion": ("logits",)}
+REQUIRED_OUTPUTS = {
+    "audio_encoder": ("audio_emb",),
+    "face_encoder": ("face_emb",),
+    "fusion": ("logits",),
+}
 #: perception graphs a bundle may carry (model.json -> perception), with their tensors
 PERCEPTION_ROLES = ("face_detector", "face_landmarks", "face_blendshapes")
 REQUIRED_INPUTS.update(face_detector=("image",), face_landmarks=("image",))
