@@ -220,9 +220,15 @@ class Pipeline:
             t0 = time.perf_counter()
             boxes = tracker.detect(image)[: self.config.max_faces]
             ms = (time.perf_counter() - t0) * 1e3
-        cut = align if self.config.align_faces else crop
+        fp = self.face_params
         t0 = time.perf_counter()
-        crops = [(b.track_id, cut(image, b), b) for b in boxes]
+        if self.config.align_faces:
+            crops = [
+                (b.track_id, align(image, b, eye_line=fp.eye_line, eye_distance=fp.eye_distance), b)
+                for b in boxes
+            ]
+        else:
+            crops = [(b.track_id, crop(image, b), b) for b in boxes]
         return crops, ms + (time.perf_counter() - t0) * 1e3
 
     def embed(

@@ -62,3 +62,44 @@ def test_blazeface_is_refused_without_its_graph_and_auto_falls_back():
     with pytest.raises(BackendUnavailableError, match="BlazeFace graph"):
         create_face_detector("blazeface", detector_model=False)
     assert not isinstance(create_face_detector("auto", detector_model=False), BlazeFaceDetector)
+
+
+def test_eye_framing_puts_the_eyes_where_the_bundle_says(decoded_clips):
+    from emosdk.perception.face import align, create_face_detector
+
+    det = create_face_detector("blazeface")
+    frame = decoded_clips[3][2][20][1]
+    (box,) = det.detect(frame)
+    crop = align(frame, box, eye_line=0.39, eye_distance=0.345)
+    (lx, ly), (rx, ry) = box.left_eye, box.right_eye
+    assert crop.shape[0] == crop.shape[1] == round(np.hypot(rx - lx, ry - ly) / 0.345)
+    side = crop.shape[0]
+    canvas = np.full((side * 3, side * 3, 3), 127, np.uint8)  # room for the detector
+    canvas[side : 2 * side, side : 2 * side] = crop
+    (found,) = det.detect(canvas)
+    eyes = np.array([found.left_eye, found.right_eye]) - side
+    assert np.abs(eyes[:, 1] / side - 0.39).max() < 0.04  # the eye line
+    assert abs(eyes[:, 0].mean() / side - 0.5) < 0.04  # centred
+    assert abs((eyes[1, 0] - eyes[0, 0]) / side - 0.345) < 0.04
+
+
+def test_a_bundle_declares_its_face_framing(fixture_bundle, decoded_clips, tmp_path):
+    import json
+    import shutil
+
+    frame = decoded_clips[3][2][20][1]
+    dst = tmp_path / "bundle"
+    shutil.copytree(fixture_bundle, dst)
+    meta = json.loads((dst / "model.json").read_text())
+    meta["face"].update(eye_line=0.39, eye_distance=0.345)
+    (dst / "model.json").write_text(json.dumps(meta))
+    with Recognizer(model=fixture_bundle) as box_framed, Recognizer(model=dst) as eye_framed:
+        (a,) = box_framed.face_crops(frame)
+        (b,) = eye_framed.face_crops(frame)
+    assert a.shape != b.shape
+    meta["face"]["eye_line"] = None
+    (dst / "model.json").write_text(json.dumps(meta))
+    from emosdk import ModelError
+
+    with pytest.raises(ModelError, match="eye_line and eye_distance"):
+        Recognizer(model=dst)

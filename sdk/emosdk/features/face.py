@@ -20,12 +20,19 @@ class FaceParams:
         mean: Subtracted after scaling pixels to [0, 1].
         std: Divides after the mean is subtracted.
         color_order: Channel order of 3-channel input: ``"bgr"`` (OpenCV) or ``"rgb"``.
+        eye_line: Where the face encoder expects the eyes, for full frames: the eye midpoint at
+            (0.5, ``eye_line``) of the crop side, the eyes ``eye_distance`` of the side apart
+            (FER2013's median framing is 0.39 and 0.345). ``None`` (older bundles): the
+            detector's box enlarged by a margin, eyes levelled.
+        eye_distance: see ``eye_line``; both or neither.
     """
 
     size: int = 48
     mean: float = 0.5
     std: float = 0.5
     color_order: str = "bgr"
+    eye_line: float | None = None
+    eye_distance: float | None = None
 
     def __post_init__(self) -> None:
         if self.size < 8:
@@ -34,6 +41,15 @@ class FaceParams:
             raise ValueError(f"std must be > 0, got {self.std}")
         if self.color_order not in ("bgr", "rgb"):
             raise ValueError(f"color_order must be 'bgr' or 'rgb', got {self.color_order!r}")
+        if (self.eye_line is None) != (self.eye_distance is None):
+            raise ValueError("eye_line and eye_distance go together (both or neither)")
+        if self.eye_line is not None and not (
+            0.1 <= self.eye_line <= 0.9 and 0.1 <= self.eye_distance <= 0.9
+        ):
+            raise ValueError(
+                f"eye_line ({self.eye_line}) and eye_distance ({self.eye_distance}) are "
+                "fractions of the crop side in [0.1, 0.9]"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

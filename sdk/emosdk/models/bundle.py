@@ -234,6 +234,11 @@ def params_from_dict(
             v = float(v) if ok else v
         elif kind is str:
             ok = isinstance(v, str)
+        elif kind == (float | None):
+            ok = v is None or (
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            )
+            v = float(v) if ok and v is not None else v
         else:
             ok = True
         if not ok:
@@ -381,7 +386,10 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> ModelBundle:
     kind = WhisperMelParams if frontend == WHISPER else LogMelParams
     audio = params_from_dict(kind, audio_meta, f"{where} audio")
     face = params_from_dict(
-        FaceParams, _require(meta, "face", dict, where), f"{where} face", ("color_order",)
+        FaceParams,
+        _require(meta, "face", dict, where),
+        f"{where} face",
+        ("color_order", "eye_line", "eye_distance"),
     )
     stream = params_from_dict(
         StreamParams, _require(meta, "stream", dict, where), f"{where} stream"
