@@ -183,6 +183,29 @@ def encoder_state_dict(path: str | Path | None = None) -> dict[str, torch.Tensor
     return sd
 
 
+def conv_matrix(conv: nn.Conv1d) -> torch.Tensor:
+    """A kernel-3 ``conv``'s weight as a (3 * C_in, C_out) matrix for :func:`conv1d_as_matmul`."""
+    c_out, c_in, k = conv.weight.shape
+    return conv.weight.detach().permute(2, 1, 0).reshape(k * c_in, c_out).clone()
+
+
+def conv1d_as_matmul(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int
+) -> torch.Tensor:
+    """A kernel-3, padding-1 convolution on x (B, T, C_in) as one MatMul with ``w`` from
+    :func:`conv_matrix`: (B, ceil(T / stride), C_out).
+
+    Output step t sees input steps ``stride * t - 1 .. stride * t + 1`` (zeros outside), as the
+    convolution does; the three shifted copies are concatenated along the channels.
+    """
+    T = x.shape[1]
+    xp = F.pad(x, (0, 0, 1, 1))  # (B, T + 2, C_in)
+    cols = torch.cat([xp[:, k : k + T] for k in range(3)], dim=-1)  # (B, T, 3 * C_in)
+    if stride > 1:
+        cols = cols[:, ::stride]  # (B, ceil(T / stride), 3 * C_in)
+    return cols @ w + b
+
+
 class WhisperBlock(nn.Module):
     """Whisper's pre-LN residual block: self-attention, then a GELU MLP (d 384, 6 heads)."""
 
@@ -324,11 +347,36 @@ class WhisperAudioBranch(nn.Module):
 
 
 class WhisperBranchGraph(nn.Module):
-    """Export wrapper: ``logmel -> audio_emb`` (the classifier head is left out)."""
+    """Export wrapper: ``logmel -> audio_emb`` (the classifier head is left out).
 
-    def __init__(self, branch: WhisperAudioBranch) -> None:
+    With ``conv_as_matmul`` (default) the two convolutions are computed as MatMuls with constant
+    weight matrices (:func:`conv1d_as_matmul`): the same numbers, but dynamic int8 quantisation
+    then covers them too (ONNX Runtime quantises MatMuls with constant weights; its integer
+    convolution is slower than its fp32 one on x86).
+    """
+
+    def __init__(self, branch: WhisperAudioBranch, conv_as_matmul: bool = True) -> None:
         super().__init__()
         self.branch = branch
+        self.conv_as_matmul = conv_as_matmul
+        enc = branch.encoder
+        self.register_buffer("w1", conv_matrix(enc.conv1))
+        self.register_buffer("b1", enc.conv1.bias.detach().clone())
+        self.register_buffer("w2", conv_matrix(enc.conv2))
+        self.register_buffer("b2", enc.conv2.bias.detach().clone())
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
-        return self.branch(logmel)
+        """logmel (B, frames, 80) -> audio_emb (B, frames // 4, d_audio)."""
+        if not self.conv_as_matmul:
+            return self.branch(logmel)
+        enc = self.branch.encoder
+        steps = logmel.shape[1] // self.branch.frames_per_step
+        x = logmel[:, : steps * self.branch.frames_per_step]  # (B, 4 * steps, 80)
+        h = F.gelu(conv1d_as_matmul(x, self.w1, self.b1, 1))  # (B, 4 * steps, 384)
+        h = F.gelu(conv1d_as_matmul(h, self.w2, self.b2, 2))  # (B, 2 * steps, 384)
+        h = h + enc.positions[: h.shape[1]]
+        layers = [h]
+        for block in enc.blocks:
+            h = block(h)
+            layers.append(h)
+        return self.branch.from_layers(layers)  # (B, steps, d_audio)

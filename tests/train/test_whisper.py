@@ -17,6 +17,7 @@ from train.whisper import (
     MODEL_SHA256,
     WeightsError,
     WhisperAudioBranch,
+    WhisperBranchGraph,
     check_weights,
     default_model_path,
     load_encoder,
@@ -104,7 +105,10 @@ def test_front_end_equals_torch_stft():
 def test_branch_steps(frames):
     branch = WhisperAudioBranch(n_blocks=1, d_audio=32).eval()
     with torch.no_grad():
-        emb = branch(torch.randn(2, frames, 80))
+        x = torch.randn(2, frames, 80)
+        emb = branch(x)
         logits = branch.classify(emb)
     assert emb.shape == (2, frames // 4, 32)
     assert logits.shape == (2, 6)
+    with torch.no_grad():  # the export graph computes the convolutions as MatMuls
+        torch.testing.assert_close(WhisperBranchGraph(branch)(x), emb, atol=1e-4, rtol=0)
