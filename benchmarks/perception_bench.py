@@ -20,7 +20,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -32,20 +31,9 @@ MODELS = REPO / "sdk" / "emosdk" / "models" / "bundled" / "default"
 
 
 def environment() -> dict:
-    import onnxruntime as ort
+    """emosdk-bench's environment record, plus what matters for one-core timings."""
+    from emosdk.evaluation import environment as base
 
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        affinity = sorted(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = None
     try:
         import cv2
 
@@ -53,13 +41,9 @@ def environment() -> dict:
     except ImportError:
         cv = None
     return {
-        "cpu": cpu,
-        "cores_visible": os.cpu_count(),
-        "affinity": affinity,
+        **base(),
+        "affinity": sorted(os.sched_getaffinity(0)),
         "load_average_at_start": os.getloadavg(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "onnxruntime": ort.__version__,
         "opencv": cv,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }

@@ -192,8 +192,7 @@ def cmd_default(args: argparse.Namespace) -> int:
 def cmd_accuracy(args: argparse.Namespace) -> int:
     if args.manifest is None:
         raise InputError("accuracy: --manifest PATH is required")
-    show = args.progress if args.progress is not None else sys.stderr.isatty()
-    progress = ProgressLine() if show and not args.quiet else None
+    progress = _progress(args)
     with Recognizer(_config(args)) as rec:
         out = accuracy(rec, args.manifest, args.modality, args.plots, progress=progress)
     if progress is not None:
@@ -256,8 +255,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
     if args.manifest is None:
         raise InputError("robustness: --manifest PATH is required")
-    show = args.progress if args.progress is not None else sys.stderr.isatty()
-    progress = ProgressLine() if show and not args.quiet else None
+    progress = _progress(args)
     reference = json.loads(args.reference.read_text()) if args.reference else None
     config = _config(args).replace(num_threads=args.threads)
     with Recognizer(config) as rec:
@@ -283,6 +281,22 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
     _report(args, out, lambda: print(table(out)))
     return 0
+
+
+def _progress_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress on stderr (files done, rate, time left); default: when stderr is a terminal",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def _progress(args: argparse.Namespace) -> ProgressLine | None:
+    """A progress line on stderr, as --progress/--quiet and the terminal say."""
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    return ProgressLine() if show and not args.quiet else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,13 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--manifest", type=Path, help="CSV with file,label")
     a.add_argument("--modality", choices=["auto", "audio", "video", "av"], default="auto")
     a.add_argument("--plots", type=Path, help="folder for confusion.png and robustness.png")
-    a.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress on stderr (files done, rate, time left); default: when stderr is a terminal",
-    )
-    a.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _progress_options(a)
     rb = sub.add_parser(
         "robustness",
         parents=[common],
@@ -354,8 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--cache", type=Path, help="JSONL of per-file predictions: resumes a run")
     rb.add_argument("--reference", type=Path, help="a reference model's JSON: adds CE and mCE")
     rb.add_argument("--plots", type=Path, help="folder for the macro-F1 curves (PNG)")
-    rb.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
-    rb.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _progress_options(rb)
     lat = sub.add_parser(
         "latency",
         parents=[common],

@@ -137,6 +137,20 @@ def read_manifest(path: Path, labels: tuple[str, ...]) -> tuple[list[tuple[Path,
     return rows, skipped
 
 
+def read_face_image(path: Path) -> np.ndarray:
+    """A face image file (jpg, png...) as a BGR uint8 array.
+
+    Raises:
+        InputError: the file cannot be read as an image.
+    """
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError(f"{path}: cannot be read as an image")
+    return img
+
+
 def decode(rec: Recognizer, path: Path, label: str) -> Item:
     """Decode an audio file, a face image or a video into an :class:`Item`.
 
@@ -146,12 +160,7 @@ def decode(rec: Recognizer, path: Path, label: str) -> Item:
     ext = path.suffix.lower()
     item = Item(path, label)
     if ext in IMAGE_EXT:
-        import cv2
-
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is None:
-            raise InputError(f"{path}: cannot be read as an image")
-        item.face = img
+        item.face = read_face_image(path)
         return item
     if ext not in AUDIO_EXT | VIDEO_EXT:
         raise InputError(f"{path}: unsupported file type {ext!r}")

@@ -26,7 +26,7 @@ import numpy as np
 from . import __version__
 from . import corruptions as C
 from .errors import InputError
-from .evaluation import AUDIO_EXT, IMAGE_EXT, VIDEO_EXT, Progress, read_manifest
+from .evaluation import AUDIO_EXT, IMAGE_EXT, VIDEO_EXT, Progress, read_face_image, read_manifest
 from .metrics import classification_report
 from .recognizer import Recognizer
 from .results import EmotionResult
@@ -138,12 +138,7 @@ def decode(rec: Recognizer, row: Row, video: bool = True) -> Clip:
     clip = Clip(row)
     ext = row.path.suffix.lower()
     if ext in IMAGE_EXT:
-        import cv2
-
-        img = cv2.imread(str(row.path), cv2.IMREAD_COLOR)
-        if img is None:
-            raise InputError(f"{row.path}: cannot be read as an image")
-        clip.face = img
+        clip.face = read_face_image(row.path)
         return clip
     if ext not in AUDIO_EXT | VIDEO_EXT:
         raise InputError(f"{row.path}: unsupported file type {ext!r}")
