@@ -132,7 +132,7 @@ def finetune_fold(
     """Fine-tune a face_recipe checkpoint on one fold's training faces; predictions on x_te."""
     from .common import load_state
     from .face_aug import geometric
-    from .face_recipe import build_model, predict
+    from .face_model import build_model, predict
 
     state = load_state(checkpoint)
     model = build_model(state["config"])

@@ -37,7 +37,7 @@ from emosdk.export.quantize import MAX_MACRO_F1_DROP, QuantizationRejectedError
 from emosdk.features.whisper import WhisperMelParams
 
 from .speech_data import features, load_pcm, predict_window
-from .train_speech import Config, load_branch, run_data, scores
+from .speech_run import Config, load_branch, run_data, scores
 from .whisper import WhisperBranchGraph
 
 logger = logging.getLogger("emosdk.train")

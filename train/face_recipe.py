@@ -52,11 +52,12 @@ from emosdk.metrics import classification_report
 
 from . import FER_CLASSES
 from . import data as D
-from .common import cosine_lr, face_views, load_state, log_json, save_state
+from .common import cosine_lr, load_state, log_json, save_state
+from .distill import teacher_probs
 from .face_aug import corrupt_faces, geometric, mix_batch, random_erase, soft_targets
-from .face_teacher import teacher_probs
+from .face_model import build_model, predict
 from .models import count_params
-from .models.face import FaceResNet, multiply_adds
+from .models.face import multiply_adds
 
 logger = logging.getLogger("emosdk.train")
 
@@ -111,34 +112,6 @@ class RecipeConfig:
         d = asdict(self)
         return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
                 for k, v in d.items()}  # fmt: skip
-
-
-def build_model(cfg: RecipeConfig | dict) -> FaceResNet:
-    """The :class:`FaceResNet` of a config (a :class:`RecipeConfig` or a saved model config)."""
-    c = cfg if isinstance(cfg, dict) else cfg.to_dict()
-    return FaceResNet(
-        d_video=c["d_video"],
-        stem=c["stem"],
-        widths=tuple(c["widths"]),
-        blocks=tuple(c["blocks"]),
-        n_classes=len(FER_CLASSES),
-        dropout=c["dropout"],
-    )
-
-
-@torch.no_grad()
-def predict(
-    model: torch.nn.Module, x: np.ndarray, tta: str = "none", batch: int = 512
-) -> np.ndarray:
-    """Mean class probabilities (N, 7) over the test-time views of ``tta``."""
-    model.eval()
-    probs = np.zeros((len(x), len(FER_CLASSES)), np.float64)
-    views = face_views(x, tta)
-    for v in views:
-        for s in range(0, len(v), batch):
-            xb = torch.from_numpy(np.ascontiguousarray(v[s : s + batch]))
-            probs[s : s + batch] += F.softmax(model(xb)[1], -1).double().numpy()
-    return probs / len(views)
 
 
 class EMA:

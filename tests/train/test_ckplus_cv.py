@@ -9,7 +9,7 @@ import pytest
 from emosdk.models import load_model
 from train.ckplus_cv import SHARED, finetune_fold, load_ckplus, run_cv, subject_folds
 from train.common import save_state
-from train.face_recipe import build_model
+from train.face_model import build_model
 
 
 @pytest.fixture(scope="module")

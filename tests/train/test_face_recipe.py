@@ -1,4 +1,4 @@
-"""train/face_recipe.py, train/face_aug.py, train/face_teacher.py and train/models/face.py on real
+"""train/face_recipe.py, train/face_aug.py, train/face_teacher.py, train/distill.py, train/face_model.py and train/models/face.py on real
 FER2013 faces: smoke-sized runs (a few steps of a tiny net), resume, export, teacher cache."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from emosdk.features.face import FaceParams
 from emosdk.models import load_model
 from train.data import DATA_ROOT as DATA
 from train.data import load_fer2013
+from train.distill import teacher_probs
 from train.face_aug import (
     CORRUPTIONS,
     corrupt_faces,
@@ -24,7 +25,6 @@ from train.face_aug import (
     soft_targets,
 )
 from train.face_recipe import batch_indices, main, parse_args
-from train.face_teacher import teacher_probs
 from train.models import count_params
 from train.models.face import FaceResNet, multiply_adds
 

@@ -19,7 +19,8 @@ from train.speech_data import (
     synthetic_rir,
     train_window,
 )
-from train.train_speech import Config, load_branch, train
+from train.speech_run import Config, load_branch
+from train.train_speech import train
 
 
 def test_windows_match_the_runtime():
