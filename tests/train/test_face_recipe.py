@@ -1,5 +1,6 @@
-"""train/face_recipe.py, train/face_aug.py, train/face_teacher.py, train/distill.py, train/face_model.py and train/models/face.py on real
-FER2013 faces: smoke-sized runs (a few steps of a tiny net), resume, export, teacher cache."""
+"""train/face_recipe.py, face_aug.py, face_teacher.py, distill.py, face_model.py and
+train/models/face.py on real FER2013 faces: smoke-sized runs (a few steps of a tiny net), resume,
+export, teacher cache."""
 
 from __future__ import annotations
 
