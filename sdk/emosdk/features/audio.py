@@ -230,9 +230,19 @@ def audio_features(audio: object, sample_rate: object, params: LogMelParams) -> 
     Raises:
         InputError: on any malformed input.
     """
+    return log_mel(validated_pcm(audio, sample_rate, params.sample_rate), params)
+
+
+def validated_pcm(audio: object, sample_rate: object, rate: int) -> np.ndarray:
+    """Any PCM input validated, mixed to mono float and resampled to ``rate`` Hz: what every
+    front end's ``*_features`` computes its features from.
+
+    Raises:
+        InputError: on any malformed input, or no sample left after resampling.
+    """
     pcm = _validate.audio("audio", audio)
     sr = _validate.sample_rate("sample_rate", sample_rate)
-    pcm = resample(pcm, sr, params.sample_rate)
+    pcm = resample(pcm, sr, rate)
     if len(pcm) == 0:
         raise InputError("audio: expected at least one sample after resampling")
-    return log_mel(pcm, params)
+    return pcm

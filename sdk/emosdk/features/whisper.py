@@ -29,9 +29,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .. import _validate
-from ..errors import InputError
-from .audio import LogMelParams, log_mel, resample
+from .audio import LogMelParams, log_mel, validated_pcm
 
 FRONTEND = "whisper"
 """Value of ``model.json`` -> ``audio`` -> ``frontend`` for this front end."""
@@ -211,9 +209,4 @@ def whisper_features(audio: object, sample_rate: object, params: WhisperMelParam
     Raises:
         InputError: on any malformed input.
     """
-    pcm = _validate.audio("audio", audio)
-    sr = _validate.sample_rate("sample_rate", sample_rate)
-    pcm = resample(pcm, sr, params.sample_rate)
-    if len(pcm) == 0:
-        raise InputError("audio: expected at least one sample after resampling")
-    return whisper_log_mel(pcm, params)
+    return whisper_log_mel(validated_pcm(audio, sample_rate, params.sample_rate), params)
