@@ -91,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from emosdk.bench import environment
+    from emosdk.export.quantize import fp16_weights
     from emosdk.features.whisper import WhisperMelParams, whisper_log_mel
-    from train.export_speech import export_graphs, fp16_weights, int8_dynamic
+    from train.export_speech import export_graphs, int8_dynamic
     from train.whisper import WhisperAudioBranch, encoder_state_dict
 
     torch.set_num_threads(1)

@@ -245,6 +245,34 @@ def quantize_bundle(
     return variant
 
 
+def fp16_weights(src: Path, dst: Path, min_elements: int = 1024) -> Path:
+    """Store the large float32 initializers of ``src`` as float16, each followed by a Cast to
+    float32, in ``dst`` (may be ``src``): half the file, and ONNX Runtime folds the casts when it
+    loads the graph, so the arithmetic stays float32 (a storage variant, "fp16w", unlike
+    :func:`fp16_bundle`'s fp16 arithmetic)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    g = model.graph
+    casts = []
+    for init in g.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT:
+            continue
+        arr = numpy_helper.to_array(init)
+        if arr.size < min_elements:
+            continue
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(arr.astype(np.float16), name + "_fp16"))
+        casts.append(helper.make_node("Cast", [name + "_fp16"], [name], to=onnx.TensorProto.FLOAT))
+    nodes = list(g.node)
+    del g.node[:]
+    g.node.extend(casts + nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return dst
+
+
 FP16_CHECK_WINDOWS_S = (1.0, 3.0, 6.0)
 """Window lengths the fp16 graphs are compared with fp32 at (with a batch of 2)."""
 

@@ -49,7 +49,7 @@ import torch
 
 from emosdk.export.bundle import graph_io, write_bundle
 from emosdk.export.onnx import OPSET_TENSORRT, export_onnx
-from emosdk.export.quantize import MAX_MACRO_F1_DROP, update_manifest
+from emosdk.export.quantize import MAX_MACRO_F1_DROP, fp16_weights, update_manifest
 from emosdk.models.bundle import (
     MANIFEST,
     PERCEPTION_ROLES,
@@ -106,32 +106,6 @@ WHISPER_TINY_EN = {
 
 # -----------------------------------------------------------------------------------------------
 # graph variants
-
-
-def fp16_weights(src: Path, dst: Path, min_elements: int = 1024) -> Path:
-    """Store the large float32 initializers as float16, each followed by a Cast to float32
-    (half the file; ONNX Runtime folds the casts at load, the arithmetic stays float32)."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    model = onnx.load(str(src))
-    g = model.graph
-    casts = []
-    for init in g.initializer:
-        if init.data_type != onnx.TensorProto.FLOAT:
-            continue
-        arr = numpy_helper.to_array(init)
-        if arr.size < min_elements:
-            continue
-        name = init.name
-        init.CopyFrom(numpy_helper.from_array(arr.astype(np.float16), name + "_fp16"))
-        casts.append(helper.make_node("Cast", [name + "_fp16"], [name], to=onnx.TensorProto.FLOAT))
-    nodes = list(g.node)
-    del g.node[:]
-    g.node.extend(casts + nodes)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(dst))
-    return dst
 
 
 def _without_value_info(src: Path, dst: Path) -> Path:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from emosdk.export.onnx import OPSET_ONNXRUNTIME, OPSET_TENSORRT, compare_onnx, export_onnx
-from emosdk.export.quantize import MAX_MACRO_F1_DROP, QuantizationRejectedError
+from emosdk.export.quantize import MAX_MACRO_F1_DROP, QuantizationRejectedError, fp16_weights
 from emosdk.features.whisper import WhisperMelParams
 
 from .speech_data import features, load_pcm, predict_window
@@ -81,35 +81,6 @@ def export_graphs(
             output_dim_names={OUTPUT: {0: "B", 1: "steps"}},
         )
     return paths
-
-
-def fp16_weights(src: Path, dst: Path, min_elements: int = 1024) -> Path:
-    """Store the large float32 initializers as float16, each followed by a Cast to float32.
-
-    ONNX Runtime folds the casts when it loads the graph, so the arithmetic stays float32.
-    """
-    import onnx
-    from onnx import helper, numpy_helper
-
-    model = onnx.load(str(src))
-    g = model.graph
-    casts = []
-    for init in g.initializer:
-        if init.data_type != onnx.TensorProto.FLOAT:
-            continue
-        arr = numpy_helper.to_array(init)
-        if arr.size < min_elements:
-            continue
-        name = init.name
-        half = numpy_helper.from_array(arr.astype(np.float16), name + "_fp16")
-        init.CopyFrom(half)
-        casts.append(helper.make_node("Cast", [name + "_fp16"], [name], to=onnx.TensorProto.FLOAT))
-    nodes = list(g.node)
-    del g.node[:]
-    g.node.extend(casts + nodes)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(dst))
-    return dst
 
 
 def int8_dynamic(src: Path, dst: Path) -> Path:

@@ -186,3 +186,32 @@ def test_fp16_from_the_command_line(bundle, capsys):
     assert load_bundle(bundle).meta["variants"]["fp16"] == {
         "face_encoder": "face_encoder.fp16.onnx"
     }
+
+
+def test_fp16_stored_weights_halve_the_file_and_keep_float32_arithmetic(tmp_path, decoded_clips):
+    """fp16_weights on the default bundle's face encoder: about half the bytes, outputs within
+    float16 rounding of the original on real face crops, the input and outputs still float32."""
+    import onnxruntime as ort
+
+    from emosdk.export.quantize import fp16_weights
+    from emosdk.features import normalize_face
+    from emosdk.models import BUNDLED_DIR
+
+    src = BUNDLED_DIR / "default" / "face_encoder.onnx"
+    dst = fp16_weights(src, tmp_path / "face_encoder.fp16w.onnx")
+    assert dst.stat().st_size < 0.6 * src.stat().st_size
+    with Recognizer() as rec:
+        frames = [frame for _, _, clip in decoded_clips for _, frame in clip[:3]]
+        crops = [c for f in frames for c in rec.face_crops(f)]
+    assert len(crops) >= 6, "faces missing in the real clips"
+    params = load_bundle(BUNDLED_DIR / "default").face
+    x = np.stack([normalize_face(c, params) for c in crops]).astype(np.float32)
+    x = x.reshape(len(crops), 1, params.size, params.size)
+    outs = []
+    for path in (src, dst):
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert sess.get_inputs()[0].type == "tensor(float)"
+        outs.append(sess.run(["face_emb"], {sess.get_inputs()[0].name: x})[0])
+    assert outs[1].dtype == np.float32
+    scale = float(np.abs(outs[0]).max())
+    assert float(np.abs(outs[1] - outs[0]).max()) <= 2e-2 * max(scale, 1.0)
