@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,6 +42,37 @@ def add_stages(into: Stages, more: Mapping[str, float]) -> Stages:
     for name, ms in more.items():
         into[name] = into.get(name, 0.0) + ms
     return into
+
+
+def encode_in_pieces(
+    run: Callable[[np.ndarray], tuple[Mapping[str, np.ndarray], float]],
+    mel: np.ndarray,
+    max_frames: int | None,
+    frames_per_step: int,
+) -> tuple[np.ndarray, float]:
+    """``audio_emb`` (1, steps, D) of log-mel ``mel`` (1, frames, n_mels) and the encoder's time
+    in ms, running ``run`` on pieces of at most ``max_frames`` frames when the encoder has such
+    a limit (Whisper: 30 s) and concatenating their steps. ``max_frames`` is a multiple of
+    ``frames_per_step``, so the pieces' steps line up with those of one long run; a last piece
+    shorter than one step (which would give no step) is left out, as the encoder would drop it.
+    """
+    if max_frames is None or mel.shape[1] <= max_frames:
+        out, ms = run(mel)
+        return out["audio_emb"], ms
+    if max_frames % frames_per_step:
+        raise ModelError(
+            f"audio front end: max_frames {max_frames} is not a multiple of the encoder's "
+            f"{frames_per_step} frames per step"
+        )
+    embs, total = [], 0.0
+    for s in range(0, mel.shape[1], max_frames):
+        piece = mel[:, s : s + max_frames]
+        if piece.shape[1] < frames_per_step:
+            break
+        out, ms = run(np.ascontiguousarray(piece))
+        embs.append(out["audio_emb"])
+        total += ms
+    return np.concatenate(embs, axis=1), total
 
 
 def feature_dim(bundle: ModelBundle, name: str) -> int:
@@ -334,8 +365,9 @@ class Pipeline:
         t0 = time.perf_counter()
         mel = compute_features(pcm, p)[None]  # (1, frames, n_mels): the bundle's front end
         stages = {"audio_frontend": (time.perf_counter() - t0) * 1e3}
-        out, stages["audio_encoder"] = self.run("audio_encoder", {"logmel": mel})
-        emb = out["audio_emb"]
+        emb, stages["audio_encoder"] = encode_in_pieces(
+            lambda piece: self.run("audio_encoder", {"logmel": piece}), mel, p.max_frames, k
+        )
         present = valid if padding is None else valid | padding
         mask = step_mask(present, emb.shape[1], k * p.hop_length)[None]
         reason = health.audio_steps_missing(mask)

@@ -145,3 +145,34 @@ def test_whisper_features_validates_and_resamples():
         whisper_features(x, 100, WhisperMelParams())
     with pytest.raises(InputError):
         whisper_features(x.astype(np.uint8), 16_000, WhisperMelParams())
+
+
+def test_input_longer_than_whisper_takes_is_encoded_in_pieces() -> None:
+    """Whisper's position table covers 30 s (3000 frames): a longer window (predict on a 70 s
+    clip) is encoded in pieces of at most 3000 frames whose steps line up with one long run of a
+    step-local encoder (4 frames per step, as the shipped branch)."""
+    from emosdk.errors import ModelError
+    from emosdk.pipeline import encode_in_pieces
+
+    max_frames = WhisperMelParams.max_frames
+    assert max_frames == 3000 and LogMelParams.max_frames is None
+
+    def encoder(piece: np.ndarray, limit: int | None = max_frames):
+        n = piece.shape[1] // 4
+        if limit is not None and piece.shape[1] > limit:
+            raise IndexError("position table exhausted")
+        return {"audio_emb": piece[:, : 4 * n].reshape(1, n, 4, -1).mean(2)}, 1.5
+
+    rng = np.random.default_rng(0)
+    # frames -> encoder runs (6002: the last 2 frames make no step and are left out)
+    for frames, runs in {7001: 3, 6002: 2, 3000: 1, 120: 1}.items():
+        mel = rng.standard_normal((1, frames, 80)).astype(np.float32)
+        whole = encoder(mel, limit=None)[0]["audio_emb"]
+        emb, ms = encode_in_pieces(encoder, mel, max_frames, 4)
+        assert emb.shape == (1, frames // 4, 80)
+        np.testing.assert_array_equal(emb, whole)
+        assert ms == 1.5 * runs
+    with pytest.raises(IndexError):
+        encoder(np.zeros((1, 3004, 80), np.float32))
+    with pytest.raises(ModelError, match="multiple"):
+        encode_in_pieces(encoder, np.zeros((1, 4000, 80), np.float32), 3001, 4)

@@ -8,8 +8,9 @@ bundle (``model.json`` -> ``audio``), never from defaults hidden in the runtime.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
+from typing import ClassVar
 
 import numpy as np
 
@@ -33,6 +34,9 @@ class LogMelParams:
         f_max: Highest mel filter edge (Hz), at most sample_rate / 2.
         log_floor: Added to the mel power before the natural log.
     """
+
+    max_frames: ClassVar[int | None] = None
+    """Most frames the audio encoder takes at once (None: any length; see WhisperMelParams)."""
 
     sample_rate: int = TARGET_SAMPLE_RATE
     n_fft: int = 512
@@ -59,7 +63,7 @@ class LogMelParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> LogMelParams:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
 
     def num_frames(self, num_samples: int) -> int:
         """Frames produced for ``num_samples`` samples (shorter signals pad to one frame)."""

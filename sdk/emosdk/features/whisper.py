@@ -56,6 +56,10 @@ class WhisperMelParams:
     """
 
     frontend: ClassVar[str] = FRONTEND
+    max_frames: ClassVar[int] = 3000
+    """Most frames the encoder takes at once: Whisper's position table has 1500 entries after
+    the stride-2 convolution (30 s). Longer input is encoded in pieces of at most this many
+    frames and the steps concatenated (:func:`emosdk.pipeline.encode_in_pieces`)."""
 
     sample_rate: int = 16_000
     n_fft: int = 400
