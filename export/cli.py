@@ -141,6 +141,25 @@ def cmd_engine(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_shape_arguments(q: argparse.ArgumentParser) -> None:
+    """``--batches`` and ``--windows``: the shapes a graph is validated at (also used by
+    ``python -m train.export_bundle``)."""
+    q.add_argument(
+        "--batches",
+        type=int,
+        nargs="+",
+        default=list(BATCHES),
+        help="batch sizes to validate at (default 1..8)",
+    )
+    q.add_argument(
+        "--windows",
+        type=float,
+        nargs="+",
+        default=list(WINDOWS_S),
+        help="window lengths in seconds to validate at (default 1..6)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="emosdk-export",
@@ -150,22 +169,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def shapes(q: argparse.ArgumentParser) -> None:
-        q.add_argument(
-            "--batches",
-            type=int,
-            nargs="+",
-            default=list(BATCHES),
-            help="batch sizes to validate at (default 1..8)",
-        )
-        q.add_argument(
-            "--windows",
-            type=float,
-            nargs="+",
-            default=list(WINDOWS_S),
-            help="window lengths in seconds to validate at (default 1..6)",
-        )
 
     q = sub.add_parser(
         "validate",
@@ -181,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tolerance", type=float, default=1e-4, help="max abs difference of a batch row"
     )
     q.add_argument("--json", help="also write the report to this file")
-    shapes(q)
+    add_shape_arguments(q)
     q.set_defaults(func=cmd_validate)
 
     q = sub.add_parser(

@@ -30,9 +30,10 @@ from pathlib import Path
 
 from emosdk.errors import EmosdkError
 from emosdk.export.bundle import write_bundle
+from emosdk.export.cli import add_shape_arguments
 from emosdk.export.onnx import data_path, read_export_metadata, set_external_data
 from emosdk.export.quantize import update_manifest
-from emosdk.export.validate import BATCHES, OPSET18_VARIANT, WINDOWS_S, validate_against_torch
+from emosdk.export.validate import OPSET18_VARIANT, validate_against_torch
 from emosdk.features.audio import LogMelParams
 from emosdk.features.face import FaceParams
 from emosdk.models.bundle import StreamParams, load_bundle
@@ -158,20 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-validate", action="store_true", help="--out: skip the comparison")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max abs difference vs torch")
     p.add_argument("--json", help="--check: also write the report to this file")
-    p.add_argument(
-        "--batches",
-        type=int,
-        nargs="+",
-        default=list(BATCHES),
-        help="batch sizes to validate at (default 1..8)",
-    )
-    p.add_argument(
-        "--windows",
-        type=float,
-        nargs="+",
-        default=list(WINDOWS_S),
-        help="window lengths in seconds to validate at (default 1..6)",
-    )
+    add_shape_arguments(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
     return p
 
