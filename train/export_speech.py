@@ -85,7 +85,14 @@ def export_graphs(
 
 def int8_dynamic(src: Path, dst: Path) -> Path:
     """Dynamic int8 of MatMul/Gemm (opset 23 needs the op list: ``Attention`` would otherwise be
-    taken for the contrib op; shared/notes/dependencies.md)."""
+    taken for the contrib op; shared/notes/dependencies.md), weights per output channel with a
+    7-bit range.
+
+    Measured on the partition-1 block-2 fine-tune (Test macro-F1, fp32 0.640): per-tensor int8
+    0.627 (refused, -1.3 points); per-channel 0.574 (the u8 x s8 products saturate on CPUs
+    without VNNI, which is what ``reduce_range`` is for); per-channel with ``reduce_range``
+    0.642, at 11.0 ms against fp32's 18.7 ms of one core's time on the loaded machine.
+    """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -94,7 +101,12 @@ def int8_dynamic(src: Path, dst: Path) -> Path:
     tmp = dst.with_suffix(".pre.onnx")
     onnx.save(model, str(tmp))
     quantize_dynamic(
-        str(tmp), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
+        str(tmp),
+        str(dst),
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul", "Gemm"],
+        per_channel=True,
+        reduce_range=True,
     )
     tmp.unlink()
     return dst
