@@ -53,12 +53,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=180.0, help="audio time to stream")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per graph")
     p.add_argument("--face-mesh", action="store_true", help="landmark tracking on")
+    p.add_argument("--precision", default="fp32", help="fp32 or int8 (the bundle's int8 variants)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
 
     clips, decode_s = decoded_clips()
     clip_s = sum(len(a) / 16000 for a, _, _ in clips)
-    with Recognizer(model=args.model, num_threads=args.threads, face_mesh=args.face_mesh) as rec:
+    with Recognizer(
+        model=args.model,
+        num_threads=args.threads,
+        face_mesh=args.face_mesh,
+        precision=args.precision,
+        providers=("CPUExecutionProvider",) if args.precision == "int8" else None,
+    ) as rec:
         list(rec.stream(source=ArraySource(audio=clips[0][0], frames=clips[0][1])))  # warm up
         stages: dict[str, list[float]] = {}
         totals: list[float] = []
@@ -83,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/rtf_bench.py " + " ".join(argv or sys.argv[1:]),
         "model": args.model,
         "face_mesh": args.face_mesh,
+        "precision": args.precision,
         "threads_per_graph": args.threads,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "cpu_affinity": sorted(os.sched_getaffinity(0)),
