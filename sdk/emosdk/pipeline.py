@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _validate, health
+from ._malloc import tune_malloc
 from .backends import Backend
 from .buffers import FrameBuffer, FrameEntry, step_mask
 from .config import RecognizerConfig
@@ -117,6 +118,7 @@ class Pipeline:
     def __init__(
         self, bundle: ModelBundle, config: RecognizerConfig, graphs: Mapping[str, Backend]
     ) -> None:
+        tune_malloc()  # the front ends' per-window buffers stay mapped (see emosdk._malloc)
         self.bundle = bundle
         self.config = config
         self.graphs = graphs
