@@ -8,7 +8,6 @@ A library module: :mod:`train.face_recipe` trains with these targets and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -16,21 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from emosdk.models.bundle import sha256_file
 from emosdk.scores import softmax
 
 from . import FER_CLASSES
 from .common import face_views
 
 logger = logging.getLogger("emosdk.train")
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 hex digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def graph_probs(
@@ -61,7 +52,7 @@ def teacher_probs(
     faces, so a changed teacher or data set recomputes instead of reusing stale targets.
     """
     key = json.dumps(
-        {"graphs": [file_sha256(g) for g in graphs], "tta": tta, "n": len(x)}, sort_keys=True
+        {"graphs": [sha256_file(g) for g in graphs], "tta": tta, "n": len(x)}, sort_keys=True
     )
     if cache is not None and cache.is_file():
         with np.load(cache) as z:
