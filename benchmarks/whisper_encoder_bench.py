@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     from train.whisper import WhisperAudioBranch, encoder_state_dict
 
     torch.set_num_threads(1)
+    from emosdk._malloc import tune_malloc
+
+    tune_malloc()  # as the runtime's first Recognizer does (docs/design.md)
     load_before = os.getloadavg()
     rng = np.random.default_rng(0)
     pcm = (rng.standard_normal(48_000) * 0.05).astype(np.float32)
