@@ -77,7 +77,14 @@ def ort_session(path: Path, level: str = "ALL"):
         "ALL": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         "BASIC": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
     }[level]
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    from emosdk.backends.onnxruntime import CPU_DISABLED_OPTIMIZERS  # as the runtime does
+
+    return ort.InferenceSession(
+        str(path),
+        sess_options=so,
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         "3 s window (1, 300, 80), batch 1, ONE thread",
         "environment": environment(),
         "load_average_before": [round(x, 2) for x in load_before],
+        "graphs": "train.export_speech's (GELU as its tanh approximation unless the --export "
+        "folder's report says otherwise); ONNX Runtime with the runtime's session options, "
+        "CPU_DISABLED_OPTIMIZERS off",
         "frontend_ms": timeit(lambda: whisper_log_mel(pcm, params), args.runs),
         "cuts": {},
     }

@@ -402,7 +402,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--audio-frontend", type=Path, required=True, help="front-end JSON")
     p.add_argument("--audio-encoder-int8", type=Path)
     p.add_argument("--audio-encoder-fp16w", type=Path)
-    p.add_argument("--audio-encoder-opset18", type=Path, help="TensorRT copy (if it fits)")
+    p.add_argument(
+        "--audio-encoder-opset18", type=Path, help="TensorRT's copy (counted in the budget)"
+    )
     p.add_argument("--face-encoder", type=Path, required=True, help="fp32 ONNX")
     p.add_argument("--face-params", type=Path, help="face crop JSON (default: FaceParams)")
     p.add_argument("--face-encoder-int8", type=Path)
@@ -583,6 +585,11 @@ def main(argv: list[str] | None = None) -> dict:
     perception_card = json.loads(args.perception_card.read_text())
     p_files = {r: args.perception_dir / f"{r}.onnx" for r in PERCEPTION_ROLES}
     fixed = sum(p.stat().st_size for p in p_files.values()) + 40_000  # model.json, generous
+    if args.audio_encoder_opset18 is not None:
+        # TensorRT's source for the audio encoder: the CPU default may be an ONNX Runtime int8
+        # graph (DynamicQuantizeLinear/MatMulInteger, opset-23 Attention) that TensorRT cannot
+        # parse, so this copy is part of the bundle, not an extra that goes when space is short
+        fixed += args.audio_encoder_opset18.stat().st_size
     pick = choose(options, fixed, args.budget_mb * MB, args.max_mb * MB)
     if pick is None:
         raise SystemExit(
@@ -696,14 +703,9 @@ def main(argv: list[str] | None = None) -> dict:
                 names[f"{r}.int8.onnx"] = ""
                 variants["int8"][r] = f"{r}.int8.onnx"
     if args.audio_encoder_opset18 is not None:
-        size = pick["bytes"] + args.audio_encoder_opset18.stat().st_size
-        tier = args.budget_mb if pick["bytes"] <= args.budget_mb * MB else args.max_mb
-        if size <= tier * MB:
-            shutil.copyfile(args.audio_encoder_opset18, tmp_out / "audio_encoder.opset18.onnx")
-            names["audio_encoder.opset18.onnx"] = ""
-            variants["opset18"] = {"audio_encoder": "audio_encoder.opset18.onnx"}
-        else:
-            logger.info("the opset-18 audio encoder does not fit the budget: left out")
+        shutil.copyfile(args.audio_encoder_opset18, tmp_out / "audio_encoder.opset18.onnx")
+        names["audio_encoder.opset18.onnx"] = ""
+        variants["opset18"] = {"audio_encoder": "audio_encoder.opset18.onnx"}
     perception = {}
     for r, src in p_files.items():
         shutil.copyfile(src, tmp_out / src.name)

@@ -13,10 +13,16 @@ functions of ``emosdk.export`` (dynamo exporter, validation against torch on sev
   convolutions included as MatMuls, activations quantised per call), its remaining float tables
   (the position table) stored in float16.
 
+The graphs compute GELU with its tanh approximation (``--gelu tanh``, the default; ``none``
+keeps the trained erf form): ONNX Runtime's erf ``Gelu`` took 0.7 ms of the int8 graph's 10.4 on
+one core. On the shipped branch ``audio_emb`` moves by at most 7e-3 (values of order 3) and the
+class probabilities by at most 7e-4 on the sample clips.
+
 Every variant is scored on the run's Test clips (the same ``Recognizer.predict`` windows, the
-ONNX graph's ``audio_emb`` through the run's classifier head): an int8 or fp16-weight variant
-losing more than :data:`emosdk.export.quantize.MAX_MACRO_F1_DROP` macro-F1 against the fp32 graph
-is refused (:class:`emosdk.export.quantize.QuantizationRejectedError`, file removed).
+ONNX graph's ``audio_emb`` through the run's classifier head): a variant losing more than
+:data:`emosdk.export.quantize.MAX_MACRO_F1_DROP` macro-F1 against the trained torch model (the
+run's own ``result.json``) is refused (:class:`emosdk.export.quantize.QuantizationRejectedError`,
+file removed), so the approximation's cost is counted with the quantisation's.
 
     python -m train.export_speech /work/runs/speech/shipped --out /work/runs/speech/export
 """
@@ -62,9 +68,11 @@ def export_graphs(
     branch: torch.nn.Module,
     out: Path,
     opsets: tuple[int, ...] = (OPSET_ONNXRUNTIME, OPSET_TENSORRT),
+    gelu: str = "tanh",
 ) -> dict[str, Path]:
-    """fp32 graphs at ``opsets`` (23 and 18), validated against torch (emosdk.export.onnx)."""
-    graph = WhisperBranchGraph(branch).eval()
+    """fp32 graphs at ``opsets`` (23 and 18), validated against torch (emosdk.export.onnx);
+    ``gelu`` as in :class:`train.whisper.WhisperBranchGraph`."""
+    graph = WhisperBranchGraph(branch, gelu=gelu).eval()
     ex = example_inputs()
     paths = {}
     for opset in opsets:
@@ -141,15 +149,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval", default="test", help="evaluation set of the run to score on")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--force", action="store_true", help="keep a variant beyond the allowed drop")
+    p.add_argument(
+        "--gelu",
+        choices=("none", "tanh"),
+        default="tanh",
+        help="GELU in the graphs: tanh approximation (default: ONNX Runtime's erf Gelu took 0.7 "
+        "of the int8 graph's 10.4 ms on one core, the approximation 0.4) or none (erf, as trained)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     branch = load_branch(args.run)
-    paths = export_graphs(branch, args.out)
+    paths = export_graphs(branch, args.out, gelu=args.gelu)
     paths["fp16w"] = fp16_weights(paths["opset18"], args.out / "audio_encoder.fp16w.onnx")
     fp16w_check = compare_onnx(
-        WhisperBranchGraph(branch).eval(),
+        WhisperBranchGraph(branch, gelu=args.gelu).eval(),
         paths["fp16w"],
         example_inputs(),
         [INPUT],
@@ -170,13 +185,19 @@ def main(argv: list[str] | None = None) -> int:
         "eval": args.eval,
         "frontend": WhisperMelParams().to_dict(),
         "max_drop": MAX_MACRO_F1_DROP,
+        "gelu": args.gelu,
         "fp16w_vs_torch": fp16w_check.to_dict(),
         "variants": {},
     }
-    ref = None
+    # the trained model itself (erf GELU, torch) on the same windows: the reference every
+    # variant's drop is taken against, so the tanh approximation's cost is counted too
+    run_result = json.loads((args.run / "result.json").read_text())
+    ref = run_result.get(args.eval)
+    if ref is None:
+        raise SystemExit(f"{args.run}/result.json has no {args.eval!r} scores")
+    report["torch"] = {"macro_f1": ref["macro_f1"], "micro_f1": ref["micro_f1"]}
     for name in ("opset23", "opset18", "fp16w", "int8"):
         s = score_graph(paths[name], branch, utts, pcm)
-        ref = s if ref is None else ref
         drop = ref["macro_f1"] - s["macro_f1"]
         report["variants"][name] = {
             "file": paths[name].name,
@@ -190,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             name,
             *[paths[name].stat().st_size / 1e6, s["macro_f1"], drop],
         )
-        if name in ("fp16w", "int8") and drop > MAX_MACRO_F1_DROP and not args.force:
+        if drop > MAX_MACRO_F1_DROP and not args.force:
             paths[name].unlink()
             report["variants"][name]["refused"] = True
             (args.out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from emosdk import Recognizer
+from emosdk.backends.engines import engine_source
 from emosdk.capture.media import read_media
 from emosdk.models import load_bundle
 from emosdk.quality import QualityRules
@@ -101,6 +102,7 @@ def test_one_command_build(tmp_path: Path) -> None:
             "--out", str(out),
             "--audio-encoder", str(FIXTURE / "audio_encoder.onnx"),
             "--audio-frontend", str(FIXTURE / "model.json"),
+            "--audio-encoder-opset18", str(FIXTURE / "audio_encoder.onnx"),
             "--face-encoder", str(FIXTURE / "face_encoder.onnx"),
             "--encoder-cards-from", str(FIXTURE),
             "--train-args", train_args,
@@ -121,6 +123,12 @@ def test_one_command_build(tmp_path: Path) -> None:
         assert f in meta["files"]
     for role, f in meta["variants"]["int8"].items():
         assert f in meta["files"] and role in b.graphs
+    # TensorRT's copy of the audio encoder is always in (its size counted in the budget), and
+    # the fp32/fp16 engines are built from it, not from an ONNX Runtime int8 default
+    assert meta["variants"]["opset18"] == {"audio_encoder": "audio_encoder.opset18.onnx"}
+    assert "audio_encoder.opset18.onnx" in meta["files"]
+    src = engine_source(b, "audio_encoder", "fp16", strong=False)
+    assert src == out / "audio_encoder.opset18.onnx"
     card = json.dumps(meta["model_card"])
     assert "SYNTHETIC PAIRS" in card and "SYNTHETIC PAIRS" in meta["data_card"]["fusion"]["pairing"]
     assert "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff" in card

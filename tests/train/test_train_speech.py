@@ -21,6 +21,7 @@ from train.speech_data import (
 )
 from train.speech_run import Config, load_branch
 from train.train_speech import train
+from train.whisper import WhisperBranchGraph
 
 
 def test_windows_match_the_runtime():
@@ -103,12 +104,16 @@ def test_smoke_fine_tune_resumes_and_exports(tmp_path, shared_data):
     int8 = int8_dynamic(paths["opset23"], tmp_path / "onnx" / "int8.onnx")
     mel = np.random.default_rng(3).standard_normal((1, 301, 80)).astype(np.float32) * 0.3
     with torch.no_grad():
-        ref = branch(torch.from_numpy(mel)).numpy()
+        ref = branch(torch.from_numpy(mel)).numpy()  # as trained: erf GELU
+        ref_tanh = WhisperBranchGraph(branch, gelu="tanh")(torch.from_numpy(mel)).numpy()
     got = {}
     for p in (paths["opset23"], int8):
         got[p] = session(p).run(["audio_emb"], {"logmel": mel})[0]
         assert got[p].shape == ref.shape == (1, 75, 32)
-    np.testing.assert_allclose(got[paths["opset23"]], ref, atol=1e-3)
+    # the graph is the exported wrapper (tanh GELU by default), and that approximation moves
+    # the embedding little
+    np.testing.assert_allclose(got[paths["opset23"]], ref_tanh, atol=1e-3)
+    np.testing.assert_allclose(got[paths["opset23"]], ref, atol=2e-2)
     # int8 (per channel, 7-bit range) stays close to float32: correlation of the embeddings
     corr = np.corrcoef(got[int8].ravel(), ref.ravel())[0, 1]
     assert corr > 0.98, corr
