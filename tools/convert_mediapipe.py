@@ -19,10 +19,17 @@ Subcommands (run from the repository root; the runtime package is imported from 
                fixed set of real frames, for the repo tests (which run without TensorFlow).
     mediapipe  (in a venv with mediapipe 0.10.x, e.g. /work/venvs/mediapipe) compares the
                runtime with mediapipe's own FaceLandmarker on the same frames.
+    fp16w      (the project's venv) copies of the three graphs with the landmark and blendshape
+               weights stored as float16 (their TFLite source's precision: the weights
+               round-trip exactly); checks that the runtime's tracker gives bit-identical
+               landmarks, presence and blendshapes on real frames, writes report.json and,
+               with --card, the perception card with the new files' SHA-256.
 
     python tools/convert_mediapipe.py convert --out sdk/emosdk/models/bundled/default
     python tools/convert_mediapipe.py check
     python tools/convert_mediapipe.py reference
+    python tools/convert_mediapipe.py fp16w --out /work/runs/bundle/perception_v2 \
+        --card /work/runs/face/model_json_snippet.json
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ TASK = REPO.parent / "shared" / "models" / "face_landmarker.task"
 DATA = REPO.parent / "shared" / "data"
 BUNDLE = REPO / "sdk" / "emosdk" / "models" / "bundled" / "default"
 REFERENCE = REPO / "tests" / "data" / "mediapipe_reference.npz"
+SAMPLES = REPO / "sdk" / "emosdk" / "samples"
 TASK_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
 TFLITE_SHA256 = {
     "face_detector.tflite": "b4578f35940bf5a1a655214a1cce5cab13eba73c1297cd78e1a04c2380b0152f",
@@ -510,6 +518,79 @@ def cmd_mediapipe(args) -> int:
     return 0
 
 
+def cmd_fp16w(args: argparse.Namespace) -> int:
+    import shutil
+
+    import av
+    import onnx
+    from onnx import numpy_helper
+
+    from emosdk.export.quantize import fp16_weights
+    from emosdk.models.bundle import sha256_file
+    from emosdk.perception.blazeface import BlazeFaceDetector
+    from emosdk.perception.landmarks import FaceLandmarker, FaceMeshTracker
+
+    src, dst = Path(args.onnx), Path(args.out)
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src / "face_detector.onnx", dst / "face_detector.onnx")
+    report: dict = {}
+    for name in ("face_landmarks", "face_blendshapes"):
+        fp16_weights(src / f"{name}.onnx", dst / f"{name}.onnx")
+        worst = 0.0
+        for init in onnx.load(str(src / f"{name}.onnx")).graph.initializer:
+            a = numpy_helper.to_array(init)
+            if a.dtype == np.float32 and a.size >= 1024:  # the ones fp16_weights stores
+                worst = max(worst, float(np.abs(a.astype(np.float16).astype(np.float32) - a).max()))
+        report[name] = {
+            "max_weight_roundtrip_error": worst,
+            "bytes_before": (src / f"{name}.onnx").stat().st_size,
+            "bytes_after": (dst / f"{name}.onnx").stat().st_size,
+        }
+    frames = []
+    for clip in sorted(SAMPLES.glob("*.flv")):
+        with av.open(str(clip)) as c:
+            frames += [f.to_ndarray(format="bgr24") for i, f in enumerate(c.decode(video=0))
+                       if i % 15 == 0]  # fmt: skip
+    outs = {}
+    for tag, d in (("fp32", src), ("fp16w", dst)):
+        tracker = FaceMeshTracker(
+            BlazeFaceDetector(src / "face_detector.onnx"),
+            FaceLandmarker(d / "face_landmarks.onnx", d / "face_blendshapes.onnx"),
+            blendshapes=True,
+        )
+        outs[tag] = [tracker.detect(f) for f in frames]
+    diff = {"landmarks": 0.0, "presence": 0.0, "blendshapes": 0.0}
+    faces = 0
+    for a, b in zip(outs["fp32"], outs["fp16w"]):
+        if len(a) != len(b):
+            raise SystemExit("the fp16-weight graphs track a different number of faces")
+        for x, y in zip(a, b):
+            faces += 1
+            diff["landmarks"] = max(
+                diff["landmarks"], float(np.abs(x.landmarks - y.landmarks).max())
+            )
+            diff["presence"] = max(diff["presence"], abs(float(x.presence) - float(y.presence)))
+            diff["blendshapes"] = max(
+                diff["blendshapes"], float(np.abs(x.blendshapes - y.blendshapes).max())
+            )
+    report["real_frames"] = {"frames": len(frames), "faces": faces, "max_abs_diff": diff}
+    (dst / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report, indent=1))
+    if args.card:
+        card = json.loads(Path(args.card).read_text())
+        for f in ("face_detector.onnx", "face_landmarks.onnx", "face_blendshapes.onnx"):
+            card["files"][f] = sha256_file(dst / f)
+        card["model_card"]["face_perception"]["conversion"] += (
+            " The landmark and blendshape graphs store their weights as float16 (the source's "
+            "own precision: they round-trip exactly), cast to float32 when ONNX Runtime loads them."
+        )
+        (dst / "card.json").write_text(json.dumps(card, indent=1) + "\n")
+    if faces == 0 or any(v > 0.0 for v in diff.values()):
+        print("fp16-weight graphs differ from the float32 ones (or no face was found)")
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--task", type=Path, default=TASK, help="face_landmarker.task")
@@ -524,8 +605,13 @@ def main(argv: list[str] | None = None) -> int:
             s.add_argument("--out", default=str(REFERENCE))
             s.add_argument("--step", type=int, default=20, help="every n-th frame of the clips")
             s.add_argument("--images", type=int, default=6, help="CK+ and FER2013 images each")
+    f = sub.add_parser("fp16w")
+    f.add_argument("--onnx", default=str(BUNDLE), help="folder with the three ONNX files")
+    f.add_argument("--out", required=True)
+    f.add_argument("--card", help="perception card (model.json snippet) to update")
     args = p.parse_args(argv)
     return {
+        "fp16w": cmd_fp16w,
         "convert": cmd_convert,
         "check": cmd_check,
         "reference": cmd_reference,
