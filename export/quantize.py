@@ -273,6 +273,32 @@ def fp16_weights(src: Path, dst: Path, min_elements: int = 1024) -> Path:
     return dst
 
 
+def float32_weights(src: Path, dst: Path) -> Path:
+    """The inverse of :func:`fp16_weights`: every float16-stored initializer that a Cast turns
+    into float32 is stored as float32 again (the Cast removed), in ``dst`` (may be ``src``). The
+    values are the float16 ones, so the graph computes exactly what the stored form computes;
+    for a float32 source graph to re-derive variants from (the bundle ships the stored form)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    keep = []
+    for node in g.node:
+        init = inits.get(node.input[0]) if node.op_type == "Cast" and node.input else None
+        if init is not None and init.data_type == onnx.TensorProto.FLOAT16:
+            arr = numpy_helper.to_array(init).astype(np.float32)
+            init.CopyFrom(numpy_helper.from_array(arr, node.output[0]))
+        else:
+            keep.append(node)
+    del g.node[:]
+    g.node.extend(keep)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return dst
+
+
 FP16_CHECK_WINDOWS_S = (1.0, 3.0, 6.0)
 """Window lengths the fp16 graphs are compared with fp32 at (with a batch of 2)."""
 

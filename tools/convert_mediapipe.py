@@ -580,6 +580,8 @@ def cmd_fp16w(args: argparse.Namespace) -> int:
         card = json.loads(Path(args.card).read_text())
         for f in ("face_detector.onnx", "face_landmarks.onnx", "face_blendshapes.onnx"):
             card["files"][f] = sha256_file(dst / f)
+        fp = card["model_card"]["face_perception"]
+        fp["conversion"] = fp["conversion"].replace("; fp16 weights stored as fp32.", ".")
         card["model_card"]["face_perception"]["conversion"] += (
             " The landmark and blendshape graphs store their weights as float16 (the source's "
             "own precision: they round-trip exactly), cast to float32 when ONNX Runtime loads them."

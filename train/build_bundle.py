@@ -335,7 +335,14 @@ def model_card(
             "audio_encoder": cards["audio"].get("licence", ""),
             "face_encoder": cards["face"].get("licence", ""),
             "face_perception": perception_card.get("licence", "Apache-2.0 (MediaPipe)"),
-            "data": "CREMA-D ODbL 1.0 / DbCL 1.0; FER2013 research use",
+            # an encoder card names the licences of the corpora it was trained on (RAVDESS is
+            # non-commercial: users must see it)
+            "data": "; ".join(
+                (
+                    cards["audio"].get("data_licence", "CREMA-D ODbL 1.0 / DbCL 1.0"),
+                    cards["face"].get("data_licence", "FER2013 research use"),
+                )
+            ),
         },
         "built_by": command,
     }

@@ -193,13 +193,16 @@ def test_fp16_stored_weights_halve_the_file_and_keep_float32_arithmetic(tmp_path
     float16 rounding of the original on real face crops, the input and outputs still float32."""
     import onnxruntime as ort
 
-    from emosdk.export.quantize import fp16_weights
+    from emosdk.export.quantize import float32_weights, fp16_weights
     from emosdk.features import normalize_face
     from emosdk.models import BUNDLED_DIR
 
-    src = BUNDLED_DIR / "default" / "face_encoder.onnx"
+    shipped = BUNDLED_DIR / "default" / "face_encoder.onnx"  # itself float16-stored
+    src = float32_weights(shipped, tmp_path / "face_encoder.fp32.onnx")
+    assert src.stat().st_size > 1.8 * shipped.stat().st_size
     dst = fp16_weights(src, tmp_path / "face_encoder.fp16w.onnx")
     assert dst.stat().st_size < 0.6 * src.stat().st_size
+    assert dst.read_bytes() == shipped.read_bytes()  # the round trip gives the shipped file
     with Recognizer() as rec:
         frames = [frame for _, _, clip in decoded_clips for _, frame in clip[:3]]
         crops = [c for f in frames for c in rec.face_crops(f)]

@@ -76,7 +76,9 @@ def test_not_json_and_not_a_bundle(tmp_path, bundle_copy):
 def test_bundled_models_are_listed_and_verified():
     for name in available_models():
         b = load_model(name)
-        assert b.size_bytes < 20e6, f"bundled model {name} is {b.size_bytes / 1e6:.1f} MB"
+        # issue 16's ceiling for the Whisper-branch bundle (TensorRT's 9.6 MB copy of the audio
+        # encoder included; docs/models.md); the seed bundle was 19.2 MB
+        assert b.size_bytes <= 25e6, f"bundled model {name} is {b.size_bytes / 1e6:.1f} MB"
         assert b.meta.get("metrics") and b.meta.get("data_card")
 
 

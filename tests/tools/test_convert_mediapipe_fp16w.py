@@ -14,38 +14,17 @@ SCRIPT = REPO / "tools" / "convert_mediapipe.py"
 DEFAULT = REPO / "sdk" / "emosdk" / "models" / "bundled" / "default"
 
 
-def float32_copy(src: Path, dst: Path) -> None:
-    """The graph with every float16-stored initializer (``fp16_weights``' ``X_fp16`` + Cast)
-    turned back into float32, as tf2onnx writes it (the default bundle ships the stored form)."""
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
-    m = onnx.load(str(src))
-    g = m.graph
-    inits = {i.name: i for i in g.initializer}
-    keep = []
-    for n in g.node:
-        if n.op_type == "Cast" and n.input[0] in inits and n.input[0].endswith("_fp16"):
-            a = numpy_helper.to_array(inits[n.input[0]]).astype(np.float32)
-            inits[n.input[0]].CopyFrom(numpy_helper.from_array(a, n.output[0]))
-        else:
-            keep.append(n)
-    del g.node[:]
-    g.node.extend(keep)
-    onnx.save(m, str(dst))
-
-
 def test_fp16_weights_are_lossless_on_real_frames(tmp_path: Path) -> None:
     import shutil
 
+    from emosdk.export.quantize import float32_weights
     from emosdk.models.bundle import sha256_file
 
     src = tmp_path / "fp32"
     src.mkdir()
     shutil.copyfile(DEFAULT / "face_detector.onnx", src / "face_detector.onnx")
     for name in ("face_landmarks.onnx", "face_blendshapes.onnx"):
-        float32_copy(DEFAULT / name, src / name)
+        float32_weights(DEFAULT / name, src / name)  # the default ships them float16-stored
 
     card_in = tmp_path / "card_in.json"
     card_in.write_text(
