@@ -344,6 +344,112 @@ def broadcast_attention_masks(model: object) -> int:
     return n
 
 
+def fold_attention_heads(model: object, n_heads: int) -> int:
+    """Give each packed-QKV ``ai.onnx::Attention`` (opset 23) its 3-D form.
+
+    The torch exporter writes ``F.scaled_dot_product_attention`` after one packed Q/K/V
+    projection as Reshape (B, T, 3, H, d) -> Transpose (2, 0, 3, 1, 4) -> three Slice + Squeeze
+    -> Attention on (B, H, T, d) -> Transpose -> Reshape (B, T, H * d). Opset 23's Attention
+    also takes (B, T, H * d) inputs with ``q_num_heads`` / ``kv_num_heads`` and returns
+    (B, T, H * d), so this becomes Split -> Attention: the same values, eight fewer nodes per
+    block (measured on the Whisper audio encoder's int8 graph, one core: 9.87 -> 9.67 ms).
+    Other Attention nodes (a mask, another layout) are left alone; nodes left without users are
+    removed.
+
+    Args:
+        model: an ``onnx.ModelProto``, edited in place.
+        n_heads: attention heads of the blocks (the packed projection is 3 * n_heads * d wide).
+
+    Returns:
+        Number of Attention nodes rewritten.
+    """
+    import onnx
+    from onnx import helper
+
+    graph = model.graph  # type: ignore[attr-defined]
+    nodes = list(graph.node)
+    producer = {o: n for n in nodes for o in n.output}
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for node in nodes:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+
+    def perm(node: onnx.NodeProto | None, op: str, want: list[int]) -> bool:
+        if node is None or node.op_type != op:
+            return False
+        attrs = {a.name: list(a.ints) for a in node.attribute}
+        return attrs.get("perm") == want
+
+    def only_user(name: str, op: str) -> onnx.NodeProto | None:
+        found = users.get(name, [])
+        return found[0] if len(found) == 1 and found[0].op_type == op else None
+
+    replace: dict[int, list[onnx.NodeProto]] = {}
+    drop: set[int] = set()
+    n = 0
+    for att in nodes:
+        if att.op_type != "Attention" or att.domain not in ("", "ai.onnx") or len(att.input) != 3:
+            continue
+        squeezes = [producer.get(i) for i in att.input]
+        if not all(s is not None and s.op_type == "Squeeze" for s in squeezes):
+            continue
+        slices = [producer.get(s.input[0]) for s in squeezes]  # type: ignore[union-attr]
+        if not all(s is not None and s.op_type == "Slice" for s in slices):
+            continue
+        split_t = producer.get(slices[0].input[0])  # type: ignore[union-attr]
+        if not perm(split_t, "Transpose", [2, 0, 3, 1, 4]) or any(
+            s.input[0] != split_t.output[0]  # type: ignore[union-attr]
+            for s in slices
+        ):
+            continue
+        reshape = producer.get(split_t.input[0])  # type: ignore[union-attr]
+        merge_t = only_user(att.output[0], "Transpose")
+        merge_r = only_user(merge_t.output[0], "Reshape") if merge_t is not None else None
+        if reshape is None or reshape.op_type != "Reshape" or not perm(
+            merge_t, "Transpose", [0, 2, 1, 3]
+        ) or merge_r is None:  # fmt: skip
+            continue
+        tag = f"emosdk_attn3d_{n}"
+        qkv = [f"{tag}_q", f"{tag}_k", f"{tag}_v"]
+        replace[id(reshape)] = [
+            helper.make_node("Split", [reshape.input[0]], qkv, axis=-1, num_outputs=3, name=tag),
+            helper.make_node(
+                "Attention",
+                qkv,
+                [merge_r.output[0]],
+                name=f"{tag}_attention",
+                q_num_heads=n_heads,
+                kv_num_heads=n_heads,
+            ),  # fmt: skip
+        ]
+        for node in (split_t, *slices, *squeezes, att, merge_t, merge_r):
+            drop.add(id(node))
+        n += 1
+    if not n:
+        return 0
+    out: list[onnx.NodeProto] = []
+    for node in nodes:
+        if id(node) in replace:
+            out += replace[id(node)]
+        elif id(node) not in drop:
+            out.append(node)
+    graph_outputs = {o.name for o in graph.output}
+    while True:  # dead nodes (the shape arithmetic of the removed reshapes)
+        used = {i for node in out for i in node.input} | graph_outputs
+        alive = [node for node in out if any(o in used for o in node.output)]
+        if len(alive) == len(out):
+            break
+        out = alive
+    used = {i for node in out for i in node.input} | graph_outputs
+    inits = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    del graph.node[:]
+    graph.node.extend(out)
+    del graph.value_info[:]  # shapes of removed tensors; ONNX Runtime infers what it needs
+    return n
+
+
 def _edit_proto(
     path: Path,
     output_dim_names: Mapping[str, Mapping[int, str]] | None,

@@ -38,13 +38,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emosdk.export.onnx import OPSET_ONNXRUNTIME, OPSET_TENSORRT, compare_onnx, export_onnx
+from emosdk.export.onnx import (
+    OPSET_ONNXRUNTIME,
+    OPSET_TENSORRT,
+    compare_onnx,
+    export_onnx,
+    fold_attention_heads,
+)
 from emosdk.export.quantize import MAX_MACRO_F1_DROP, QuantizationRejectedError, fp16_weights
 from emosdk.features.whisper import WhisperMelParams
 
 from .speech_data import features, load_pcm, predict_window
 from .speech_run import Config, load_branch, run_data, scores
-from .whisper import WhisperBranchGraph
+from .whisper import N_HEADS, WhisperBranchGraph
 
 logger = logging.getLogger("emosdk.train")
 
@@ -76,7 +82,7 @@ def export_graphs(
     ex = example_inputs()
     paths = {}
     for opset in opsets:
-        paths[f"opset{opset}"] = export_onnx(
+        paths[f"opset{opset}"] = path = export_onnx(
             graph,
             ex[0],
             out / f"audio_encoder.opset{opset}.onnx",
@@ -88,6 +94,13 @@ def export_graphs(
             tolerance=TOLERANCE,
             output_dim_names={OUTPUT: {0: "B", 1: "steps"}},
         )
+        if opset >= 23:  # 3-D Attention (emosdk.export.onnx.fold_attention_heads), re-checked
+            import onnx
+
+            model = onnx.load(str(path))
+            if fold_attention_heads(model, N_HEADS):
+                onnx.save(model, str(path))
+                compare_onnx(graph, path, ex, [INPUT], TOLERANCE)
     return paths
 
 

@@ -283,3 +283,43 @@ def test_measured_differences_are_reported():
         print(name, {k: f"{v:.2e}" for k, v in diffs.items()})
         assert max(diffs.values()) <= 1e-4
     assert np.isfinite([v for d in MEASURED.values() for v in d.values()]).all()
+
+
+def test_packed_qkv_attention_is_folded_to_3d(tmp_path):
+    """fold_attention_heads turns the exporter's reshape/transpose/slice around a packed-QKV
+    Attention into Split -> 3-D Attention: same outputs on several lengths and batch sizes,
+    fewer nodes; a graph without that pattern is left as it is."""
+    import onnxruntime as ort
+
+    from emosdk.export.onnx import fold_attention_heads
+    from train.whisper import WhisperBlock
+
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(WhisperBlock(d=64, n_heads=4, d_mlp=128), WhisperBlock(64, 4, 128))
+    block.eval()
+    path = export_onnx(
+        block,
+        (torch.randn(1, 20, 64),),
+        tmp_path / "blocks.onnx",
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes_names={"x": {0: "B", 1: "T"}},
+        opset=OPSET_ONNXRUNTIME,
+    )
+    model = onnx.load(str(path))
+    before = len(model.graph.node)
+    assert fold_attention_heads(model, 4) == 2
+    assert len(model.graph.node) <= before - 2 * 8
+    atts = [n for n in model.graph.node if n.op_type == "Attention"]
+    assert len(atts) == 2 and all(
+        {a.name: a.i for a in n.attribute}.get("q_num_heads") == 4 for n in atts
+    )
+    onnx.checker.check_model(model)
+    folded = tmp_path / "folded.onnx"
+    onnx.save(model, str(folded))
+    inputs = [(torch.randn(b, t, 64),) for b, t in ((1, 20), (3, 7), (2, 151))]
+    report = compare_onnx(block, folded, inputs, ["x"], 1e-4)  # raises beyond 1e-4
+    assert report.max_abs_diff["y"] <= 1e-4
+    sess = ort.InferenceSession(str(folded), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"x": inputs[0][0].numpy()})[0].shape == (1, 20, 64)
+    assert fold_attention_heads(model, 4) == 0  # nothing left to fold
