@@ -315,9 +315,35 @@ def _fp16_graph(src: Path, dst: Path) -> None:
     onnx.save(model, str(dst))
 
 
-def _fp16_drift(bundle_dir: Path, roles: Sequence[str], variant: dict[str, str]) -> dict:
-    """Largest |fp16 - fp32| per output over random inputs (modalities missing included); both
-    graphs on ONNX Runtime's CPU provider. Refuses non-finite outputs."""
+INTEGER_OPS = frozenset(
+    {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QuantizeLinear", "QLinearMatMul"}
+)
+"""Ops that mark an integer-quantised graph (no float graph to convert to fp16)."""
+
+
+def _float_source(bundle_dir: Path, main: Path, opset18: dict[str, str], role: str) -> Path:
+    """The float graph of ``role`` to convert to fp16: the main graph, or, when that one is
+    integer-quantised (the default bundle's CPU audio encoder is dynamic int8), the bundle's
+    opset-18 copy (float weights)."""
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(main), load_external_data=False).graph.node}
+    if not ops & INTEGER_OPS:
+        return main
+    if role in opset18:
+        return bundle_dir / opset18[role]
+    raise QuantizationRejectedError(
+        f"{main.name} ({role}) is integer-quantised and the bundle has no float copy of it "
+        "(variant opset18): there is nothing to convert to fp16"
+    )
+
+
+def _fp16_drift(
+    bundle_dir: Path, roles: Sequence[str], variant: dict[str, str], sources: dict[str, Path]
+) -> dict:
+    """Largest |fp16 - fp32| per output over random inputs (modalities missing included); the
+    fp16 graph against the float graph it was made from (``sources``), both on ONNX Runtime's
+    CPU provider. Refuses non-finite outputs."""
     import onnxruntime as ort
 
     from emosdk.export.validate import random_inputs
@@ -331,7 +357,7 @@ def _fp16_drift(bundle_dir: Path, roles: Sequence[str], variant: dict[str, str])
         spec = bundle.graphs[role]
         s32, s16 = (
             ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
-            for p in (bundle.graph_path(role), bundle_dir / variant[role])
+            for p in (sources[role], bundle_dir / variant[role])
         )
         worst = {t.name: 0.0 for t in spec.outputs}
         cases = [(w, m) for w in FP16_CHECK_WINDOWS_S for m in ((True, True),)]
@@ -364,7 +390,8 @@ def fp16_bundle(
 
     When the bundle has opset-18 copies for TensorRT (``variants.opset18``), they get fp16 copies
     too (``<role>.opset18.fp16.onnx``; ``variants.opset18_fp16``): the graphs a strongly typed
-    TensorRT (>= 10.12) builds fp16 engines from.
+    TensorRT (>= 10.12) builds fp16 engines from. A role whose main graph is integer-quantised
+    (the default bundle's CPU audio encoder) is converted from its opset-18 copy instead.
 
     Every variant is compared with its fp32 graph on ONNX Runtime's CPU provider (random inputs,
     windows of :data:`FP16_CHECK_WINDOWS_S`, a missing modality included); the largest absolute
@@ -388,8 +415,9 @@ def fp16_bundle(
     variant: dict[str, str] = {}
     opset18 = variants.get("opset18", {})
     variant18: dict[str, str] = {}
+    sources: dict[str, Path] = {}
     for role in roles:
-        src = bundle.graph_path(role)
+        sources[role] = src = _float_source(bundle_dir, bundle.graph_path(role), opset18, role)
         dst = bundle_dir / f"{role}.fp16.onnx"
         _fp16_graph(src, dst)
         variant[role] = dst.name
@@ -417,7 +445,7 @@ def fp16_bundle(
 
     update_manifest(bundle_dir, files=files, variants=variants)
     try:
-        drift = _fp16_drift(bundle_dir, roles, variant)
+        drift = _fp16_drift(bundle_dir, roles, variant, sources)
     except QuantizationRejectedError:
         remove()
         raise

@@ -1,10 +1,11 @@
 """Train one paper model (train.models) on CREMA-D + FER2013 faces and evaluate it on Test.
 
 Data: CREMA-D partition ``--partition`` Train / Development / Test with the perceived labels (hard =
-majority label, soft = the normalised per-class scores). Audio = log-mel frames of the runtime
-front-end (emosdk.features.audio), one 3 s window per clip (random crop in training, centred in
-evaluation; frames beyond the clip are zero and masked), z-normalised with Train statistics and
-mean-pooled over ``--audio-pool`` frames (4 -> 25 Hz; "hussain" keeps the 100 Hz frames and appends
+majority label, soft = the normalised per-class scores). Audio = log-mel frames of the runtime's
+log-mel front-end (``emosdk.features.audio.LogMelParams()``, whatever the bundle's own encoder
+uses), one 3 s window per clip (random crop in training, centred in evaluation; frames beyond
+the clip are zero and masked), z-normalised with Train statistics and mean-pooled over
+``--audio-pool`` frames (4 -> 25 Hz; "hussain" keeps the 100 Hz frames and appends
 the 160 raw waveform samples of each frame). Video = face embeddings of the BUNDLED face encoder
 (trained on FER2013 Training only), Tv = 15 frames per window drawn from jittered copies of ONE
 face: SYNTHETIC PAIRS, each clip paired with a FER2013 face of the same class (Train clips: FER
@@ -45,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from emosdk.features.audio import LogMelParams
 from emosdk.metrics import classification_report
 
 from . import LABELS
@@ -367,8 +369,10 @@ def load_data(cfg: Config, dist: Dist, splits: tuple[str, ...], norm: dict | Non
     pool = cfg.audio_pool or (1 if hussain else 4)
     if hussain and pool != 1:
         raise SystemExit("--audio-pool must be 1 for hussain (100 Hz frames + waveform samples)")
-    bundle = load_model(cfg.bundle)  # the runtime's front-end and window parameters
-    audio_p, stream_p = bundle.audio, bundle.stream
+    bundle = load_model(cfg.bundle)  # the runtime's window parameters
+    # the paper models take the log-mel front end (64 bins; hussain's frame layout needs it),
+    # whatever front end the bundle's own audio encoder uses (the default's is Whisper's)
+    audio_p, stream_p = LogMelParams(), bundle.stream
     if hussain:
         assert audio_p.n_mels + audio_p.hop_length == HUSSAIN_D_AUDIO, "hussain frame layout"
     frames = audio_p.num_frames(int(round(stream_p.window_s * audio_p.sample_rate)))  # 298
