@@ -78,6 +78,23 @@ def run(name: str, manifest: Path, modality: str, tag: str, model: str, work: Pa
     )  # fmt: skip
 
 
+def quality_split(d: dict) -> dict | None:
+    """Accuracy of the results marked reliable and of those marked unreliable, pooled over every
+    corruption and severity of a robustness JSON (issue 15, point 3); None without both kinds."""
+    tot = {"reliable": [0, 0.0], "unreliable": [0, 0.0]}
+    for cells in d["cells"].values():
+        for cell in cells.values():
+            for k, v in (cell.get("by_quality") or {}).items():
+                if k in tot and v.get("n") and v.get("accuracy") is not None:
+                    tot[k][0] += v["n"]
+                    tot[k][1] += v["n"] * v["accuracy"]
+    n = tot["reliable"][0] + tot["unreliable"][0]
+    if not tot["reliable"][0] or not tot["unreliable"][0]:
+        return None
+    out = {k: {"n": c, "share": c / n, "accuracy": s / c} for k, (c, s) in tot.items()}
+    return {**out, "gap": out["reliable"]["accuracy"] - out["unreliable"]["accuracy"]}
+
+
 def table(tag: str) -> str:
     """Markdown: per set, macro-F1 per corruption and severity and the ratio to clean."""
     out = []
@@ -105,6 +122,15 @@ def table(tag: str) -> str:
             if g != "all" or len(d["mean"]) > 2:  # "all" repeats a lone modality
                 row = [f"mean ({g})", *([""] * (len(sevs) + 1)), f2(m["mean_relative_macro_f1"])]
                 out.append("| " + " | ".join(row) + " |")
+        q = quality_split(d)
+        if q is not None:
+            out.append(
+                f"\nQuality verdicts over every corrupted cell: reliable-marked "
+                f"{q['reliable']['accuracy']:.3f} accuracy ({q['reliable']['n']} results, "
+                f"{100 * q['reliable']['share']:.0f} %), unreliable-marked "
+                f"{q['unreliable']['accuracy']:.3f} ({q['unreliable']['n']}): "
+                f"{100 * q['gap']:.1f} points apart."
+            )
         out.append("")
     return "\n".join(out)
 
