@@ -287,7 +287,12 @@ def float32_weights(src: Path, dst: Path) -> Path:
     keep = []
     for node in g.node:
         init = inits.get(node.input[0]) if node.op_type == "Cast" and node.input else None
-        if init is not None and init.data_type == onnx.TensorProto.FLOAT16:
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        if (
+            init is not None
+            and init.data_type == onnx.TensorProto.FLOAT16
+            and to == onnx.TensorProto.FLOAT
+        ):
             arr = numpy_helper.to_array(init).astype(np.float32)
             init.CopyFrom(numpy_helper.from_array(arr, node.output[0]))
         else:
