@@ -430,7 +430,9 @@ def fp16_bundle(
         logger.info(
             "fp16 %s: %.2f MB -> %.2f MB", role, src.stat().st_size / 1e6, dst.stat().st_size / 1e6
         )
-        if role in opset18:
+        if role in opset18 and src == bundle_dir / opset18[role]:
+            variant18[role] = dst.name  # already made from the opset-18 copy: the same file
+        elif role in opset18:
             dst18 = bundle_dir / f"{role}.opset18.fp16.onnx"
             _fp16_graph(bundle_dir / opset18[role], dst18)
             variant18[role] = dst18.name
@@ -438,7 +440,7 @@ def fp16_bundle(
     variants["fp16"] = variant
     if variant18:
         variants["opset18_fp16"] = variant18
-    written = [*variant.values(), *variant18.values()]
+    written = sorted({*variant.values(), *variant18.values()})
 
     def remove() -> None:
         for f in written:

@@ -360,6 +360,8 @@ class WhisperBranchGraph(nn.Module):
         self, branch: WhisperAudioBranch, conv_as_matmul: bool = True, gelu: str = "none"
     ) -> None:
         super().__init__()
+        if gelu != "none" and not conv_as_matmul:
+            raise ValueError("gelu='tanh' needs conv_as_matmul (the plain branch computes erf)")
         self.branch = branch
         self.conv_as_matmul = conv_as_matmul
         self.gelu = gelu

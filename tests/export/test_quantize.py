@@ -218,3 +218,34 @@ def test_fp16_stored_weights_halve_the_file_and_keep_float32_arithmetic(tmp_path
     assert outs[1].dtype == np.float32
     scale = float(np.abs(outs[0]).max())
     assert float(np.abs(outs[1] - outs[0]).max()) <= 2e-2 * max(scale, 1.0)
+
+
+def test_fp16_of_an_int8_default_comes_from_its_opset18_copy(tmp_path):
+    """The default bundle's CPU audio encoder is dynamic int8 (nothing float to convert); its
+    fp16 variant is made once, from the opset-18 float copy, and serves both fp16 variant maps.
+    Without such a copy the conversion is refused with the reason."""
+    import onnx
+
+    from emosdk.export.quantize import INTEGER_OPS, fp16_bundle, update_manifest
+    from emosdk.models import BUNDLED_DIR
+
+    dst = tmp_path / "default"
+    shutil.copytree(BUNDLED_DIR / "default", dst)
+    assert INTEGER_OPS & {n.op_type for n in onnx.load(str(dst / "audio_encoder.onnx")).graph.node}
+    assert fp16_bundle(dst, roles=("audio_encoder",)) == {
+        "audio_encoder": "audio_encoder.fp16.onnx"
+    }
+    meta = load_bundle(dst).meta
+    assert meta["variants"]["opset18_fp16"] == {"audio_encoder": "audio_encoder.fp16.onnx"}
+    assert not (dst / "audio_encoder.opset18.fp16.onnx").exists()
+    ops = {n.op_type for n in onnx.load(str(dst / "audio_encoder.fp16.onnx")).graph.node}
+    assert not ops & INTEGER_OPS
+    assert max(meta["metrics"]["fp16_check"]["max_abs_diff"]["audio_encoder"].values()) < 0.05
+
+    bare = tmp_path / "bare"
+    shutil.copytree(BUNDLED_DIR / "default", bare)
+    variants = {k: v for k, v in load_bundle(bare).meta["variants"].items() if k != "opset18"}
+    files = {f: "" for f in load_bundle(bare).meta["files"] if f != "audio_encoder.opset18.onnx"}
+    update_manifest(bare, variants=variants, files=files)
+    with pytest.raises(QuantizationRejectedError, match="integer-quantised"):
+        fp16_bundle(bare, roles=("audio_encoder",))
