@@ -28,7 +28,10 @@ Encoder cards (``--audio-card``, ``--face-card``: JSON with ``architecture``, ``
 ``licence``, ``data``, ``metrics``) go into the model and data cards; without them a Whisper
 front end gets the Whisper tiny.en provenance of issue 16 and a log-mel one "trained from
 scratch". ``--encoder-cards-from BUNDLE`` takes both from an older bundle's model.json (the seed
-encoders').
+encoders'). ``--face-encoder-keeps ORIGINAL``: the face encoder is a :mod:`train.face_robust`
+fine-tune of ORIGINAL (the encoder the fusion trained on, SHA-256 checked) that keeps its
+embedding space, so the fusion is used as is; every figure of step 5 is measured with the new
+encoder like any other.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from emosdk.models.bundle import (
     REQUIRED_OUTPUTS,
     StreamParams,
     load_bundle,
+    sha256_file,
 )
 from emosdk.quality import QualityRules
 
@@ -355,8 +359,6 @@ def perception_spec(path: Path, declared: dict) -> dict:
     """A perception graph's ``{file, inputs, outputs}``: the converting engineer's declared
     spec (``--perception-card``'s ``graphs``) when the file is the one it describes (same
     SHA-256), else read from the ONNX with the exporter's placeholder batch axis named ``B``."""
-    from emosdk.models.bundle import sha256_file
-
     spec = declared.get("graphs", {}).get(path.stem)
     if spec and declared.get("files", {}).get(path.name) == sha256_file(path):
         return {"file": path.name, "inputs": spec["inputs"], "outputs": spec["outputs"]}
@@ -414,6 +416,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--face-encoder", type=Path, required=True, help="fp32 ONNX")
     p.add_argument("--face-params", type=Path, help="face crop JSON (default: FaceParams)")
+    p.add_argument(
+        "--face-encoder-keeps",
+        type=Path,
+        metavar="ORIGINAL",
+        help="the face encoder is a fine-tune of ORIGINAL (the ONNX the fusion trained on) that "
+        "keeps its embedding space (train.face_robust): the fusion is used as is",
+    )
     p.add_argument("--face-encoder-int8", type=Path)
     p.add_argument("--face-encoder-fp16w", type=Path)
     p.add_argument("--audio-card", type=Path)
@@ -484,8 +493,11 @@ def main(argv: list[str] | None = None) -> dict:
         args.audio_encoder, args.audio_frontend, args.face_encoder, args.face_params, stream,
         args.threads,
     )  # fmt: skip
+    trained_on = {"audio_encoder": ag.sha256, "face_encoder": fg.sha256}
+    if args.face_encoder_keeps:  # an embedding-space-keeping fine-tune of what it trained on
+        trained_on["face_encoder"] = sha256_file(args.face_encoder_keeps)
     for role, g in (("audio_encoder", ag), ("face_encoder", fg)):
-        if summary["encoders"][role]["sha256"] != g.sha256:
+        if summary["encoders"][role]["sha256"] != trained_on[role]:
             raise SystemExit(
                 f"{g.path}: SHA-256 {g.sha256} differs from the encoder the fusion was trained "
                 f"on ({summary['encoders'][role]['sha256']}): retrain the fusion"

@@ -17,6 +17,11 @@ ranges of :mod:`train.fusion_data`, not the robustness benchmark's). Predictions
 unimodal ones a user gets from ``Recognizer.predict(audio=...)`` / ``predict(face=...)``, through
 the fusion model of the run's ``select`` fit (it never trained on these clips or faces).
 
+The audio measures include ``audio_confidence`` and the face measures ``face_confidence``: the
+top probability of the fusion's unimodal auxiliary head (``logits_audio`` / ``logits_video``),
+as the runtime measures it (:func:`emosdk.quality.head_confidence`). ``--leave RULE ...`` keeps
+rules at the runtime's value (off) instead of calibrating them.
+
 Search: coordinate ascent over the thresholds, each from the 1st to 99th percentiles of its
 measure (or off), starting with everything off, until no change improves the objective.
 ``min_detector_score`` cannot be measured on face crops (the detector does not run on them):
@@ -191,6 +196,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--min-clean-reliable", type=float, default=0.95)
     p.add_argument("--min-unreliable", type=float, default=0.10)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--leave",
+        nargs="*",
+        default=[],
+        metavar="RULE",
+        help="QualityRules fields to leave at the runtime's value (e.g. min_face_confidence)",
+    )
     args = p.parse_args(argv)
     command = "python -m train.calibrate_quality " + " ".join(shlex.quote(a) for a in argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -229,9 +241,14 @@ def main(argv: list[str] | None = None) -> dict:
     )
     answered = res["pred"] >= 0  # no speech: no result, no verdict (as in the benchmark)
     y_a = np.repeat(aset.labels, copies)
+    # the runtime's audio_confidence: the top probability of the audio auxiliary head
+    a_names = (*aset.measure_names, "audio_confidence")
+    a_measures = np.concatenate(
+        [aset.measures.reshape(n_a * copies, -1), res["audio_confidence"][:, None]], axis=1
+    )
     a = {
         "correct": (res["pred"] == y_a)[answered],
-        "measures": aset.measures.reshape(n_a * copies, -1)[answered],
+        "measures": a_measures[answered],
         "clean": np.tile(np.arange(copies) == 0, n_a)[answered],
         "kinds": aset.kind.reshape(-1)[answered],
         "no_speech": float(1 - answered.mean()),
@@ -242,9 +259,13 @@ def main(argv: list[str] | None = None) -> dict:
     res = predict_cases(
         fusion, aset, fset, np.arange(n_f), stream, ag.params, ag.frames_per_step, todo
     )
+    v_names = (*fset.measure_names, "face_confidence")
+    v_measures = np.concatenate(
+        [fset.measures.reshape(n_f * fcopies, -1), res["face_confidence"][:, None]], axis=1
+    )
     v = {
         "correct": res["pred"] == np.repeat(fset.labels, fcopies),
-        "measures": fset.measures.reshape(n_f * fcopies, -1),
+        "measures": v_measures,
         "clean": np.tile(np.arange(fcopies) == 0, n_f),
         "kinds": fset.kind.reshape(-1),
     }
@@ -254,10 +275,13 @@ def main(argv: list[str] | None = None) -> dict:
     defaults = dataclasses.asdict(QualityRules())
     judge = {"audio": health.audio_unreliable, "video": health.video_unreliable}
     for modality, data, names, kinds in (
-        ("audio", a, aset.measure_names, AUDIO_KINDS),
-        ("video", v, fset.measure_names, FACE_KINDS),
+        ("audio", a, a_names, AUDIO_KINDS),
+        ("video", v, v_names, FACE_KINDS),
     ):
         rules = rules_for(names)
+        off = [r for r in rules if r[0] in args.leave]
+        kept += [r[0] for r in off]
+        rules = tuple(r for r in rules if r not in off)
         # a measure that does not vary here (the detector score of face crops) cannot be
         # calibrated: its rule keeps the runtime's value
         varies = [np.nanstd(data["measures"][:, names.index(r[1])]) > 0 for r in rules]
@@ -304,7 +328,7 @@ def main(argv: list[str] | None = None) -> dict:
         "of reliable-marked minus unreliable-marked results over clean and corrupted "
         f"development inputs, with >= {args.min_clean_reliable:.0%} of clean inputs reliable and "
         f">= {args.min_unreliable:.0%} of the inputs unreliable; rules whose measure does not "
-        f"vary on this data keep the runtime's value: {kept}",
+        f"vary on this data, or left with --leave, keep the runtime's value: {kept}",
         "development_data": {
             "audio": f"CREMA-D partition {cfg['partition']} Development ({n_a} clips), clean + "
             f"{args.k} corrupted copies each (seed {args.seed}), audio-only predictions",

@@ -63,7 +63,7 @@ from emosdk.metrics import classification_report
 from emosdk.models.bundle import StreamParams, sha256_file
 from emosdk.perception.voice import FRAME_MS as VAD_FRAME_MS
 from emosdk.perception.voice import VoiceActivity
-from emosdk.quality import QualityRules, audio_measures, face_measures
+from emosdk.quality import QualityRules, audio_measures, face_measures, head_confidence
 
 from . import LABELS
 from .data import CREMAD_COLUMNS, DATA_ROOT, cremad_audio_path, read_audio
@@ -1039,8 +1039,12 @@ def eval_pairs(
 # -----------------------------------------------------------------------------------------------
 # evaluation: windows as predict() builds them, the quality gate, metrics
 
-Fusion = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-"""(audio (B, Ta, Da), audio_mask (B, Ta), video (B, Tv, Dv), video_mask (B, Tv)) -> logits."""
+Fusion = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], dict[str, np.ndarray]]
+"""(audio (B, Ta, Da), audio_mask (B, Ta), video (B, Tv, Dv), video_mask (B, Tv)) -> outputs
+by name: ``logits`` and, when the model has them, the unimodal auxiliary heads
+``logits_audio`` / ``logits_video`` (each (B, C))."""
+
+FUSION_OUTPUTS = ("logits", "logits_av", "logits_audio", "logits_video")
 
 
 def torch_fusion(model) -> Fusion:
@@ -1052,19 +1056,21 @@ def torch_fusion(model) -> Fusion:
     def run(a, am, v, vm):
         with torch.no_grad():
             t = [torch.from_numpy(np.ascontiguousarray(x, np.float32)) for x in (a, am, v, vm)]
-            return model(*t)[0].numpy()
+            return {k: o.numpy() for k, o in zip(FUSION_OUTPUTS, model(*t))}
 
     return run
 
 
 def onnx_fusion(path: str | Path, threads: int = 1) -> Fusion:
-    """A fusion ONNX graph (inputs audio, audio_mask, video, video_mask; output logits)."""
+    """A fusion ONNX graph (inputs audio, audio_mask, video, video_mask; outputs ``logits`` and
+    the auxiliary heads it has)."""
     sess = ort_session(path, threads)
+    names = [o.name for o in sess.get_outputs() if o.name in FUSION_OUTPUTS]
 
     def run(a, am, v, vm):
         feeds = {"audio": a, "audio_mask": am, "video": v, "video_mask": vm}
         feeds = {k: np.ascontiguousarray(x, np.float32) for k, x in feeds.items()}
-        return sess.run(["logits"], feeds)[0]
+        return dict(zip(names, sess.run(names, feeds)))
 
     return run
 
@@ -1117,12 +1123,16 @@ def predict_cases(
     """Labels of ``todo`` as ``Recognizer.predict`` would give them.
 
     Missing audio (no speech) is left out, as the runtime leaves it; with ``rules`` each present
-    modality gets its reliability verdict and, as with ``quality_gate`` on, an unreliable
-    modality next to a reliable one is left out of the fusion.
+    modality gets its reliability verdict on its signal measures and, as with ``quality_gate``
+    on, an unreliable modality next to a reliable one is left out of the fusion; each used
+    modality's auxiliary head's confidence (``audio_confidence`` / ``face_confidence``, when the
+    fusion gives the heads) then joins its verdict, as in ``Pipeline.fuse``.
 
     Returns:
         ``pred`` (-1: no label), ``reliable`` (1/0, -1 unknown: no rules or no label),
-        ``used`` (bit 1 audio, bit 2 video).
+        ``used`` (bit 1 audio, bit 2 video), ``probs`` (softmax of ``logits``, zeros where
+        there is no label), ``audio_confidence`` / ``face_confidence`` (NaN where the modality
+        was not used or the fusion has no such head).
     """
     fps = stream.video_fps
     n_missing_steps = max(1, audio_params.num_frames(int(stream.window_s * SR)) // frames_per_step)
@@ -1130,7 +1140,11 @@ def predict_cases(
     pred = np.full(len(todo), -1, np.int64)
     reliable = np.full(len(todo), -1, np.int64)
     used_bits = np.zeros(len(todo), np.int64)
-    groups: dict[tuple[int, int], list[tuple[int, np.ndarray, np.ndarray, np.ndarray, bool]]] = {}
+    probs = np.zeros((len(todo), len(LABELS)), np.float32)
+    conf = {"a": np.full(len(todo), np.nan), "v": np.full(len(todo), np.nan)}
+    measures: dict[tuple[int, str], dict[str, float]] = {}
+    groups: dict[tuple[int, int], list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]]
+    groups = {}
     for n, c in enumerate(todo):
         a_ok = c.a is not None and not aset.missing[c.item, c.a]
         v_ok = c.f is not None
@@ -1142,11 +1156,11 @@ def predict_cases(
         verdict = {}
         if rules is not None:
             if a_ok:
-                verdict["a"] = health.audio_unreliable(aset.measure(c.item, c.a), rules) is None
+                measures[n, "a"] = aset.measure(c.item, c.a)
+                verdict["a"] = health.audio_unreliable(measures[n, "a"], rules) is None
             if v_ok:
-                verdict["v"] = (
-                    health.video_unreliable(fset.measure(pair[c.item], c.f), rules) is None
-                )
+                measures[n, "v"] = fset.measure(pair[c.item], c.f)
+                verdict["v"] = health.video_unreliable(measures[n, "v"], rules) is None
             if a_ok and v_ok and verdict["a"] != verdict["v"]:  # health.gate
                 a_ok, v_ok = verdict["a"], verdict["v"]
         if not (a_ok or v_ok):
@@ -1163,16 +1177,39 @@ def predict_cases(
         else:
             vid, vm = np.zeros((tv, d_v), np.float32), np.zeros(tv, np.float32)
         used_bits[n] = int(a_ok) + 2 * int(v_ok)
-        if rules is not None:
-            ok = [verdict[m] for m, on in (("a", a_ok), ("v", v_ok)) if on]
-            reliable[n] = int(all(ok))
         groups.setdefault((len(am), tv), []).append((n, seq, am, vid, vm))
+    heads = (("a", "logits_audio", "audio_confidence"), ("v", "logits_video", "face_confidence"))
+    judge = {"a": health.audio_unreliable, "v": health.video_unreliable}
     for rows in groups.values():
         for s in range(0, len(rows), batch):
             part = rows[s : s + batch]
-            logits = fusion(*(np.stack([r[j] for r in part]) for j in range(1, 5)))
-            pred[[r[0] for r in part]] = logits.argmax(-1)
-    return {"pred": pred, "reliable": reliable, "used": used_bits}
+            out = fusion(*(np.stack([r[j] for r in part]) for j in range(1, 5)))
+            for i, (n, *_) in enumerate(part):
+                logits = out["logits"][i]
+                pred[n] = int(np.argmax(logits))
+                e = np.exp(logits - logits.max())
+                probs[n] = e / e.sum()
+                for bit, (m, head, name) in enumerate(heads):
+                    if used_bits[n] >> bit & 1 and head in out:
+                        conf[m][n] = head_confidence(out[head][i])
+                        if (n, m) in measures:
+                            measures[n, m][name] = float(conf[m][n])
+                if rules is not None:  # the used modalities' verdicts, confidence included
+                    reliable[n] = int(
+                        all(
+                            judge[m](measures[n, m], rules) is None
+                            for bit, m in enumerate("av")
+                            if used_bits[n] >> bit & 1
+                        )
+                    )
+    return {
+        "pred": pred,
+        "reliable": reliable,
+        "used": used_bits,
+        "probs": probs,
+        "audio_confidence": conf["a"],
+        "face_confidence": conf["v"],
+    }
 
 
 def score(y: np.ndarray, pred: np.ndarray) -> dict:

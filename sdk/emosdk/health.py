@@ -98,8 +98,8 @@ def video_missing(
 
 
 def audio_unreliable(measures: dict[str, float], rules: QualityRules) -> str | None:
-    """Why present audio is not reliable (noise, very low gain, clipping, a telephone band), or
-    None."""
+    """Why present audio is not reliable (noise, very low gain, clipping, a telephone band, a
+    voice the audio branch finds ambiguous), or None."""
     if not measures:
         return None
     why = []
@@ -111,12 +111,24 @@ def audio_unreliable(measures: dict[str, float], rules: QualityRules) -> str | N
         why.append(f"{100 * measures['clipping']:.1f}% of samples clipped")
     if measures["hf_db"] < rules.min_hf_db:
         why.append(f"no high frequencies ({measures['hf_db']:.0f} dB above 3.8 kHz; telephone?)")
+    why += _ambiguous("audio", "the voice", measures, rules.min_audio_confidence, bool(why))
     return "; ".join(why) or None
 
 
+def _ambiguous(
+    modality: str, what: str, measures: dict[str, float], threshold: float, explained: bool
+) -> list[str]:
+    """The confidence rule's reason (empty when it passes or was not measured)."""
+    c = measures.get(f"{modality}_confidence")
+    if c is None or c >= threshold:
+        return []
+    why = f"{what} alone is ambiguous ({modality} confidence {c:.2f} < {threshold:.2f}"
+    return [why + (")" if explained else "; the signal measures look clean)")]
+
+
 def video_unreliable(measures: dict[str, float], rules: QualityRules) -> str | None:
-    """Why a present face is not reliable (small, dark or bright, flat, blurred, doubtful), or
-    None."""
+    """Why a present face is not reliable (small, dark or bright, flat, blurred, doubtful,
+    ambiguous to the face branch), or None."""
     if not measures:
         return None
     why = []
@@ -135,6 +147,7 @@ def video_unreliable(measures: dict[str, float], rules: QualityRules) -> str | N
         why.append(f"noise {measures['noise']:.3f} > {rules.max_noise} (a dark room?)")
     if measures["detector_score"] < rules.min_detector_score:
         why.append(f"detector score {measures['detector_score']:.2f} < {rules.min_detector_score}")
+    why += _ambiguous("face", "the face", measures, rules.min_face_confidence, bool(why))
     return "; ".join(why) or None
 
 

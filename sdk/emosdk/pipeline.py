@@ -29,7 +29,7 @@ from .features.face import normalize_face, to_gray
 from .features.whisper import compute_features
 from .models import ModelBundle
 from .perception.voice import FRAME_MS as VAD_FRAME_MS
-from .quality import audio_measures, face_measures, window_face_measures
+from .quality import audio_measures, face_measures, head_confidence, window_face_measures
 from .results import EmotionResult, Latency, Modality, Quality
 from .scores import Calibration, Smoother, softmax
 
@@ -423,6 +423,8 @@ class Pipeline:
             )
             if reason is not None:
                 missing[Modality.VIDEO] = reason
+        # the gate acts on the signal measures; each used modality's own head's confidence
+        # joins its verdict after the fusion (an ambiguous voice stays in: the fusion weighs it)
         quality = self._quality(audio, faces, missing)
         unreliable = {m: q.reason for m, q in quality.items()}
         present = tuple(m for m in Modality if m not in missing)
@@ -455,6 +457,7 @@ class Pipeline:
             "video_mask": vmask[None],
         }
         out, stages["fusion"] = self.run("fusion", feeds)
+        quality = self._confidence(quality, used, out)
         raw = self.calibration.apply(softmax(out["logits"][0]))
         t0 = time.perf_counter()
         probs = smoother(raw) if smoother is not None else raw
@@ -476,7 +479,7 @@ class Pipeline:
     def _quality(
         self, audio: AudioWindow, faces: Sequence[FrameEntry], missing: Mapping[Modality, str]
     ) -> dict[Modality, Quality]:
-        """Quality of each present modality: its measures and the bundle's verdict on them."""
+        """Quality of each present modality: its signal measures and the bundle's verdict."""
         rules = self.bundle.quality
         out = {}
         if Modality.AUDIO not in missing and audio.measures:
@@ -487,4 +490,24 @@ class Pipeline:
             m = window_face_measures(measured)
             why = health.video_unreliable(m, rules)
             out[Modality.VIDEO] = Quality(why is None, m, why)
+        return out
+
+    def _confidence(
+        self,
+        quality: Mapping[Modality, Quality],
+        used: tuple[Modality, ...],
+        fused: Mapping[str, np.ndarray],
+    ) -> dict[Modality, Quality]:
+        """``quality`` with each used modality's ``audio_confidence`` / ``face_confidence`` (the
+        top probability of the fusion graph's auxiliary head for it, when the graph has one)
+        added to its measures and its verdict."""
+        out = dict(quality)
+        for m, head, name, judge in (
+            (Modality.AUDIO, "logits_audio", "audio_confidence", health.audio_unreliable),
+            (Modality.VIDEO, "logits_video", "face_confidence", health.video_unreliable),
+        ):
+            if m in used and m in quality and head in fused:
+                measures = {**quality[m].measures, name: head_confidence(fused[head][0])}
+                why = judge(measures, self.bundle.quality)
+                out[m] = Quality(why is None, measures, why)
         return out

@@ -30,6 +30,15 @@ Face measures (per embedded frame, then the median over the window's frames with
   own resolution, divided by the factor by which the crop is shrunk to the encoder's size (area
   averaging divides white noise by it). Sensor noise in a dim room reads high;
 - ``detector_score``: the face detector's confidence (1.0 for given crops and Haar).
+
+Evidence measures (per window, from the fusion graph's unimodal auxiliary heads, AuxFormer's
+``logits_audio`` / ``logits_video``, when the graph has them):
+
+- ``audio_confidence``, ``face_confidence``: the top class probability of that modality's own
+  head: how clearly the voice (the face) alone points to one emotion. Corruptions that the
+  signal measures cannot see (other people talking, a narrow band, heavy clipping) show here:
+  the branch hears the window but cannot tell. A low value with clean signal measures means the
+  expression itself is ambiguous; the reason string says which.
 """
 
 from __future__ import annotations
@@ -58,6 +67,8 @@ class QualityRules:
         min_sharpness: Laplacian energy of the normalised crop at least this (blur).
         max_noise: noise standard deviation of the crop at most this (sensor noise).
         min_detector_score: detector confidence at least this.
+        min_audio_confidence, min_face_confidence: top probability of the modality's own
+            auxiliary head at least this (0: off).
     """
 
     min_snr_db: float = 8.0
@@ -71,6 +82,8 @@ class QualityRules:
     min_sharpness: float = 0.05
     max_noise: float = 0.045
     min_detector_score: float = 0.5
+    min_audio_confidence: float = 0.0
+    min_face_confidence: float = 0.0
 
     @classmethod
     def from_dict(cls, d: Mapping[str, float]) -> QualityRules:
@@ -134,6 +147,13 @@ def audio_measures(
         "clipping": float(np.mean(np.abs(real) >= (1 - 1e-4) * peak)) if peak > 0 else 0.0,
         "hf_db": float(10.0 * np.log10(voiced[freqs >= HF_HZ].sum() / voiced.sum() + eps)),
     }
+
+
+def head_confidence(logits: np.ndarray) -> float:
+    """Top softmax probability of one window's logits (C,) (an auxiliary head's)."""
+    z = np.asarray(logits, np.float64).reshape(-1)
+    e = np.exp(z - z.max())
+    return float(e.max() / e.sum())
 
 
 def immerkaer_noise(gray: np.ndarray) -> float:

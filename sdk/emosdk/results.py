@@ -97,7 +97,9 @@ class Quality:
             ``speech_fraction``, ``level_dbfs``, ``clipping``, ``hf_db``; for video
             ``face_px``, ``brightness``, ``contrast``, ``sharpness``, ``noise``,
             ``detector_score``
-            (medians over the window's frames with a face).
+            (medians over the window's frames with a face); and ``audio_confidence`` /
+            ``face_confidence``, the top probability of that modality's own head in the fusion
+            graph, when the graph has one.
         reason: why it is not reliable (e.g. ``"SNR 2 dB < 8 dB"``), None when it is.
     """
 

@@ -121,3 +121,29 @@ def test_a_bundle_sets_its_own_thresholds(fixture_bundle, clip, tmp_path):
         assert rec.bundle.quality == QualityRules(min_snr_db=60.0)
         r = rec.predict(audio=audio, frame=frames)
     assert r.modalities == (Modality.VIDEO,) and "SNR" in r.missing[Modality.AUDIO]
+
+
+def test_each_modality_reports_its_own_heads_confidence_and_an_ambiguous_voice_is_flagged(
+    fixture_bundle, clip, tmp_path
+):
+    """audio_confidence / face_confidence are the top probability of the fusion's unimodal heads
+    (in (1/C, 1]); a bundle threshold above the voice's confidence marks clean audio unreliable
+    as ambiguous, and (the gate acting on signal measures only) the voice stays in the fusion."""
+    audio, frames = clip
+    with Recognizer(model=fixture_bundle) as rec:
+        r = rec.predict(audio=audio, frame=frames)
+    n = len(r.scores)
+    conf = r.quality[Modality.AUDIO].measures["audio_confidence"]
+    assert 1 / n < conf <= 1 and 1 / n < r.quality[Modality.VIDEO].measures["face_confidence"] <= 1
+    assert "audio_confidence" in json.loads(r.to_json())["quality"]["audio"]["measures"]
+    dst = tmp_path / "bundle"
+    shutil.copytree(fixture_bundle, dst)
+    meta = json.loads((dst / "model.json").read_text())
+    meta["quality"] = {"min_audio_confidence": conf + 0.01}
+    (dst / "model.json").write_text(json.dumps(meta))
+    with Recognizer(model=dst) as rec:
+        flagged = rec.predict(audio=audio, frame=frames)
+    q = flagged.quality[Modality.AUDIO]
+    assert not q.reliable and "ambiguous" in q.reason and "signal measures look clean" in q.reason
+    assert flagged.modalities == AV and not flagged.reliable
+    assert flagged.raw_scores == pytest.approx(dict(r.raw_scores))

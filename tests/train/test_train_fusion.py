@@ -14,6 +14,7 @@ from emosdk import Recognizer
 from emosdk.capture.media import read_media
 from emosdk.features.whisper import params_from_dict
 from emosdk.models.bundle import StreamParams
+from emosdk.quality import QualityRules, head_confidence
 from emosdk.results import Modality
 from emosdk.scores import softmax
 from train import LABELS
@@ -44,7 +45,8 @@ def test_embeddings_give_the_recognizers_scores(bundle: Path, fer_face: np.ndarr
     exactly what Recognizer.predict gives (audio only, face only, both), for a short and a long
     clip."""
     ag, fg, fusion = _graphs(bundle)
-    rec = Recognizer(model=str(bundle), smoothing="none", num_threads=1)
+    # the gate off: the raw fusion of what is present (the gate: the test below)
+    rec = Recognizer(model=str(bundle), smoothing="none", num_threads=1, quality_gate=False)
     long = np.concatenate([read_media(SAMPLES / "1002_DFA_SAD_XX.mp3")[0]] * 2)  # > 3 s
     for pcm in (read_media(SAMPLES / "1002_DFA_ANG_XX.mp3")[0], long):
         w = FD.predict_window(pcm, 3.0)
@@ -68,9 +70,14 @@ def test_embeddings_give_the_recognizers_scores(bundle: Path, fer_face: np.ndarr
             if kind in ("video", "av"):
                 kwargs["face"] = fer_face
             r = rec.predict(**kwargs)
-            ours = softmax(fusion(*(f[None] for f in feeds))[0])
+            out = fusion(*(f[None] for f in feeds))
+            ours = softmax(out["logits"][0])
             np.testing.assert_allclose(ours, [r.raw_scores[k] for k in rec.labels], atol=1e-5)
         assert why is None
+        # the evidence measures: the auxiliary heads' top probability on the "av" fusion
+        m["audio_confidence"] = head_confidence(out["logits_audio"][0])
+        fm["face_confidence"] = head_confidence(out["logits_video"][0])
+        assert 1 / len(rec.labels) < m["audio_confidence"] <= 1
         got = r.quality[Modality.AUDIO].measures
         assert set(m) == set(got)
         np.testing.assert_allclose([m[k] for k in got], list(got.values()), rtol=1e-5)
@@ -78,6 +85,64 @@ def test_embeddings_give_the_recognizers_scores(bundle: Path, fer_face: np.ndarr
         assert set(fm) == set(got)
         np.testing.assert_allclose([fm[k] for k in got], list(got.values()), rtol=1e-5)
     rec.close()
+
+
+def test_predict_cases_judges_and_gates_as_the_runtime_does(
+    tmp_path: Path, fer_face: np.ndarray
+) -> None:
+    """predict_cases with quality rules gives the Recognizer's labels, verdicts and modalities on
+    a real clip and face: an audio-confidence threshold just above the voice's confidence marks
+    the audio unreliable as ambiguous but keeps it in the fusion (the gate acts on signal
+    measures); an SNR threshold no clip reaches gates the audio out (the face alone); neither
+    leaves both in and reliable."""
+    import shutil
+
+    ag, fg, fusion = _graphs(DEFAULT)
+    pcm = read_media(SAMPLES / "1002_DFA_ANG_XX.mp3")[0]
+    w = FD.predict_window(pcm, 3.0)
+    ((seq, mask),) = FD.encode_windows(ag, [w])
+    why, m = FD.AudioJudge()(*FD.fit_window(*w, ag.params, ag.frames_per_step))
+    x, fm = fg.prepare(fer_face)
+    aset = FD.AudioSet(
+        names=np.array(["clip"]), labels=np.array([0]), speakers=np.array(["1002"]), copies=1,
+        n_clean=1, data=seq.astype(np.float16), masks=mask, offsets=np.array([0, len(seq)]),
+        n_samples=np.array([[len(w[0])]]), kind=np.array([[-1]]), params=np.array([["{}"]]),
+        missing=np.array([[why is not None]]), measure_names=tuple(m),
+        measures=np.array([[list(m.values())]]),
+    )  # fmt: skip
+    fset = FD.FaceSet(
+        emb=fg.encode(x[None])[None].astype(np.float16), labels=np.array([0]), n_jitter=0, k=0,
+        kind=np.array([[-1]]), params=np.array([["{}"]]), measure_names=tuple(fm),
+        measures=np.array([[list(fm.values())]]),
+    )  # fmt: skip
+    stream = StreamParams.from_dict(json.loads((DEFAULT / "model.json").read_text())["stream"])
+    todo = [FD.Case(0, 0, 0, "clean", "av")]
+    args = (aset, fset, np.array([0]), stream, ag.params, ag.frames_per_step, todo)
+    conf = FD.predict_cases(fusion, *args)["audio_confidence"][0]
+    # every rule off but the one under test (float16 embeddings: a little margin)
+    off = {f: (1e9 if f.startswith("max") else -1e9) for f in QualityRules.__dataclass_fields__}
+    for rule, used, reliable in (
+        ({"min_audio_confidence": conf + 0.02}, 3, False),
+        ({"min_snr_db": 200.0}, 2, True),
+        ({"min_audio_confidence": conf - 0.02}, 3, True),
+    ):
+        th = {**off, **rule}
+        res = FD.predict_cases(fusion, *args, rules=QualityRules(**th))
+        dst = tmp_path / str(len(list(tmp_path.iterdir())))
+        shutil.copytree(DEFAULT, dst)
+        meta = json.loads((dst / "model.json").read_text())
+        meta["quality"] = th
+        (dst / "model.json").write_text(json.dumps(meta))
+        with Recognizer(model=str(dst), smoothing="none", num_threads=1) as rec:
+            r = rec.predict(audio=pcm, sample_rate=16_000, face=fer_face)
+        assert res["used"][0] == used and res["reliable"][0] == int(reliable) == int(r.reliable)
+        want = (Modality.AUDIO, Modality.VIDEO) if used == 3 else (Modality.VIDEO,)
+        assert r.modalities == want
+        if not reliable:
+            assert "ambiguous" in r.quality[Modality.AUDIO].reason
+        assert rec.labels[res["pred"][0]] == r.label
+        got = [r.raw_scores[k] for k in rec.labels]
+        np.testing.assert_allclose(res["probs"][0], got, atol=2e-3)
 
 
 def test_frames_per_step_and_widths_are_read_from_the_graphs() -> None:

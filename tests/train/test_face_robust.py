@@ -1,0 +1,46 @@
+"""train.face_robust: the shipped face encoder read back into torch exactly, and a smoke-sized
+robust fine-tune on real FER2013 faces that resumes, logs its PublicTest figures and exports a
+graph with the original's inputs and outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from train import face_robust as FR
+
+REPO = Path(__file__).resolve().parents[2]
+FACE = REPO / "sdk" / "emosdk" / "models" / "bundled" / "default" / "face_encoder.onnx"
+
+
+def test_the_shipped_face_encoder_reads_back_into_torch() -> None:
+    model = FR.cnn_from_onnx(FACE).eval()
+    x = np.random.default_rng(0).standard_normal((3, 1, 48, 48)).astype(np.float32)
+    sess = ort.InferenceSession(str(FACE), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {"face": x})
+    got = FR.encode(model, x)
+    for r, g in zip(ref, got):
+        np.testing.assert_allclose(g, r, atol=1e-4)
+
+
+def test_smoke_fine_tune_resumes_and_exports(tmp_path: Path, shared_data: Path) -> None:
+    out = tmp_path / "run"
+    args = ["--encoder", str(FACE), "--out", str(out), "--limit", "12", "--batch", "16",
+            "--data-root", str(shared_data)]  # fmt: skip
+    first = FR.main([*args, "--epochs", "1"])
+    assert [e["epoch"] for e in first["log"]] == [0, 1]
+    e0 = first["log"][0]
+    # epoch 0 is the original itself: no shift, the same accuracy as the original
+    assert e0["student"]["clean_shift"] == 0 and e0["student"] == e0["original"]
+    # blur at the benchmark's severity 3 moves the original's embeddings
+    assert e0["original"]["blur_s3_distance"] > 0.05
+    second = FR.main([*args, "--epochs", "2"])  # resumes after epoch 1
+    assert [e["epoch"] for e in second["log"]] == [0, 1, 2]
+    assert second["log"][1] == first["log"][1]
+    sess = ort.InferenceSession(second["onnx"], providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["face"]
+    assert [o.name for o in sess.get_outputs()] == ["face_emb", "face_logits"]
+    assert json.loads((out / "summary.json").read_text())["faces"] == first["faces"]
