@@ -197,6 +197,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--min-unreliable", type=float, default=0.10)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
+        "--face-encoder",
+        type=Path,
+        help="the face encoder to judge with (default: the fusion run's; a train.face_robust "
+        "fine-tune of it for build_bundle --face-encoder-keeps)",
+    )
+    p.add_argument(
         "--leave",
         nargs="*",
         default=[],
@@ -212,7 +218,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = json.loads((run / "config.json").read_text())
     stream = StreamParams(cfg["window_s"], cfg["hop_s"], cfg["video_fps"])
     ag, fg, stream = load_encoders(
-        cfg["audio_encoder"], cfg["audio_frontend"], cfg["face_encoder"], cfg["face_params"],
+        cfg["audio_encoder"], cfg["audio_frontend"], args.face_encoder or cfg["face_encoder"],
+        cfg["face_params"],
         stream, args.threads,
     )  # fmt: skip
     root, cache = Path(cfg["data_root"]), Path(cfg["cache_dir"])

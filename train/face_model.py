@@ -1,9 +1,12 @@
-"""The face encoder of :mod:`train.face_recipe` built from a run's config, and its predictions
-over test-time views: shared by the recipe and :mod:`train.ckplus_cv` (a library module).
+"""The face encoder of :mod:`train.face_recipe` built from a run's config, its predictions over
+test-time views and its ONNX export: shared by the recipe, :mod:`train.ckplus_cv` and
+:mod:`train.face_robust` (a library module).
 """
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,3 +45,24 @@ def predict(
             xb = torch.from_numpy(np.ascontiguousarray(v[s : s + batch]))
             probs[s : s + batch] += F.softmax(model(xb)[1], -1).double().numpy()
     return probs / len(views)
+
+
+def export_encoder(model: torch.nn.Module, path: Path, size: int = 48) -> Path:
+    """Export ``face`` (B, 1, size, size) -> ``face_emb``, ``face_logits`` to ONNX (opset 18),
+    checked against torch with onnxruntime (:func:`emosdk.export.onnx.export_onnx`)."""
+    from emosdk.export.onnx import export_onnx
+
+    from .bundle import FACE_IN, FACE_OUT
+
+    m = copy.deepcopy(model).to(memory_format=torch.contiguous_format).eval()
+    g = torch.Generator().manual_seed(0)
+    return export_onnx(
+        m,
+        (torch.randn(2, 1, size, size, generator=g),),
+        path,
+        FACE_IN,
+        FACE_OUT,
+        {"face": {0: "B"}},
+        opset=18,
+        check_inputs=[(torch.randn(1, 1, size, size, generator=g),)],
+    )

@@ -55,7 +55,7 @@ from . import data as D
 from .common import cosine_lr, load_state, log_json, save_state
 from .distill import teacher_probs
 from .face_aug import corrupt_faces, geometric, mix_batch, random_erase, soft_targets
-from .face_model import build_model, predict
+from .face_model import build_model, export_encoder, predict
 from .models import count_params
 from .models.face import multiply_adds
 
@@ -150,27 +150,6 @@ def batch_indices(n: int, batch: int, seed: int, step: int) -> np.ndarray:
     epoch, pos = divmod(step, per_epoch)
     perm = np.random.default_rng([seed, 7, epoch]).permutation(n)
     return perm[pos * batch : (pos + 1) * batch]
-
-
-def export_encoder(model: torch.nn.Module, path: Path, size: int = 48) -> Path:
-    """Export ``face`` (B, 1, size, size) -> ``face_emb``, ``face_logits`` to ONNX (opset 18),
-    checked against torch with onnxruntime (:func:`emosdk.export.onnx.export_onnx`)."""
-    from emosdk.export.onnx import export_onnx
-
-    from .bundle import FACE_IN, FACE_OUT
-
-    m = copy.deepcopy(model).to(memory_format=torch.contiguous_format).eval()
-    g = torch.Generator().manual_seed(0)
-    return export_onnx(
-        m,
-        (torch.randn(2, 1, size, size, generator=g),),
-        path,
-        FACE_IN,
-        FACE_OUT,
-        {"face": {0: "B"}},
-        opset=18,
-        check_inputs=[(torch.randn(1, 1, size, size, generator=g),)],
-    )
 
 
 def train(cfg: RecipeConfig, command: str = "") -> dict:

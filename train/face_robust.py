@@ -53,6 +53,7 @@ from torch import nn
 from emosdk import corruptions as C
 from emosdk.features.face import FaceParams, normalize_face
 
+from .face_model import export_encoder
 from .fusion_data import FACE_KINDS, corrupt_face, fer_images, ort_session
 
 logger = logging.getLogger("emosdk.train")
@@ -273,8 +274,6 @@ def main(argv: list[str] | None = None) -> dict:
         logger.info("epoch %d: %s", epoch + 1, json.dumps(log[-1]))
         torch.save({"model": student.state_dict(), "opt": opt.state_dict(),
                     "sched": sched.state_dict(), "epoch": epoch + 1, "log": log}, last)  # fmt: skip
-    from .face_recipe import export_encoder
-
     onnx_path = export_encoder(student, out / "face_encoder.onnx", fp.size)
     summary = {
         "command": command,

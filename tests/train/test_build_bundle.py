@@ -140,6 +140,28 @@ def test_one_command_build(tmp_path: Path) -> None:
     with Recognizer(model=str(out), num_threads=1) as rec:  # the runtime takes it
         r = rec.predict(audio=read_media(SAMPLES / "1002_DFA_HAP_XX.mp3")[0])
         assert r.label in b.labels and r.quality
+    # a face encoder other than the one the fusion trained on: refused, unless it is declared a
+    # fine-tune that keeps the original's embedding space (train.face_robust)
+    import onnx
+    from onnx import numpy_helper
+
+    tuned = onnx.load(str(FIXTURE / "face_encoder.onnx"))
+    init = next(i for i in tuned.graph.initializer if numpy_helper.to_array(i).ndim == 4)
+    arr = numpy_helper.to_array(init)
+    init.CopyFrom(numpy_helper.from_array((arr * 1.01).astype(arr.dtype), init.name))
+    onnx.save(tuned, str(tmp_path / "tuned.onnx"))
+    again = ["--work", str(tmp_path / "work"), "--out", str(tmp_path / "out2"),
+             "--audio-encoder", str(FIXTURE / "audio_encoder.onnx"),
+             "--audio-frontend", str(FIXTURE / "model.json"),
+             "--audio-encoder-opset18", str(FIXTURE / "audio_encoder.onnx"),
+             "--face-encoder", str(tmp_path / "tuned.onnx"), "--encoder-cards-from", str(FIXTURE),
+             "--check-manifest", str(manifest)]  # fmt: skip
+    with pytest.raises(SystemExit, match="retrain the fusion"):
+        main(again)
+    main([*again, "--face-encoder-keeps", str(FIXTURE / "face_encoder.onnx")])
+    b2 = load_bundle(tmp_path / "out2")
+    assert b2.meta["files"]["fusion.onnx"] == meta["files"]["fusion.onnx"]  # the same fusion
+    assert b2.meta["files"]["face_encoder.onnx"] != meta["files"]["face_encoder.onnx"]
     with pytest.raises(SystemExit, match="audio_emb"):  # names the runtime needs, checked first
         main(["--work", str(tmp_path / "w3"), "--out", str(tmp_path / "o3"),
               "--audio-encoder", str(FIXTURE / "face_encoder.onnx"), "--audio-frontend", "b",
