@@ -35,9 +35,9 @@ Evidence measures (per window, from the fusion graph's unimodal auxiliary heads,
 ``logits_audio`` / ``logits_video``, when the graph has them):
 
 - ``audio_confidence``, ``face_confidence``: the top class probability of that modality's own
-  head: how clearly the voice (the face) alone points to one emotion. Corruptions that the
-  signal measures cannot see (other people talking, a narrow band, heavy clipping) show here:
-  the branch hears the window but cannot tell. A low value with clean signal measures means the
+  head: how clearly the voice (the face) alone points to one emotion. Corruptions that pass
+  the signal rules (other people talking, a narrow band, heavy clipping) show here: the branch
+  hears the window but cannot tell. A low value with clean signal measures means the
   expression itself is ambiguous; the reason string says which.
 """
 
