@@ -210,6 +210,9 @@ def main(argv: list[str] | None = None) -> dict:
         help="QualityRules fields to leave at the runtime's value (e.g. min_face_confidence)",
     )
     args = p.parse_args(argv)
+    unknown = sorted(set(args.leave) - set(dataclasses.asdict(QualityRules())))
+    if unknown:
+        p.error(f"--leave: {unknown} are not QualityRules fields")
     command = "python -m train.calibrate_quality " + " ".join(shlex.quote(a) for a in argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -343,6 +346,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{args.k} corrupted copies each (seed {args.seed}), face-only predictions; the face "
             "encoder trained on these faces, so their clean accuracy is high",
             "fusion": str(run / "select" / "fusion.pt"),
+            "face_encoder": str(fg.path),
             "labels": list(LABELS),
         },
         "development": dev,
