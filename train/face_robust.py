@@ -300,10 +300,13 @@ def fer7(usage: str, root: Path, limit_per_class: int = 0) -> tuple[np.ndarray, 
     base = root / "fer2013"
     with open(base / "manifest.csv", newline="", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if r["usage"] == usage and r["label"] in FER_CLASSES]
-    if limit_per_class:
-        seen: dict[str, int] = {}
-        rows = [r for r in rows if seen.setdefault(r["label"], 0) < limit_per_class
-                and not seen.update({r["label"]: seen[r["label"]] + 1})]  # fmt: skip
+    if limit_per_class:  # the first N of each class (smoke runs)
+        kept, seen = [], {}
+        for r in rows:
+            if seen.get(r["label"], 0) < limit_per_class:
+                seen[r["label"]] = seen.get(r["label"], 0) + 1
+                kept.append(r)
+        rows = kept
     imgs = np.stack([cv2.imread(str(base / r["file"]), cv2.IMREAD_COLOR) for r in rows])
     return imgs, np.array([FER_CLASSES.index(r["label"]) for r in rows])
 
