@@ -533,16 +533,20 @@ class PcmStore:
 
 
 def fer_images(
-    usage: str, root: Path = DATA_ROOT, limit_per_class: int = 0
+    usage: str,
+    root: Path = DATA_ROOT,
+    limit_per_class: int = 0,
+    classes: Sequence[str] = LABELS,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """FER2013 faces of one usage with a project label (surprise dropped): uint8 (N, 48, 48, 3)
-    BGR, as ``cv2.imread(IMREAD_COLOR)`` gives them to the robustness benchmark, and label
-    indices into LABELS. ``limit_per_class`` > 0 keeps the first N of each class (smoke runs)."""
+    """FER2013 faces of one usage with a label among ``classes`` (the project's LABELS: surprise
+    dropped; ``train.FER_CLASSES`` for a face encoder's 7-class head): uint8 (N, 48, 48, 3) BGR,
+    as ``cv2.imread(IMREAD_COLOR)`` gives them to the robustness benchmark, and label indices
+    into ``classes``. ``limit_per_class`` > 0 keeps the first N of each class (smoke runs)."""
     import cv2
 
     base = root / "fer2013"
     with open(base / "manifest.csv", newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["usage"] == usage and r["label"] in LABELS]
+        rows = [r for r in csv.DictReader(f) if r["usage"] == usage and r["label"] in classes]
     if limit_per_class:
         kept, seen = [], {}
         for r in rows:
@@ -556,7 +560,7 @@ def fer_images(
         if img is None or img.shape != (48, 48, 3):
             raise OSError(f"{base / r['file']}: not a 48x48 image")
         imgs[i] = img
-    return imgs, np.array([LABELS.index(r["label"]) for r in rows], np.int64)
+    return imgs, np.array([list(classes).index(r["label"]) for r in rows], np.int64)
 
 
 # -----------------------------------------------------------------------------------------------
