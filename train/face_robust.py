@@ -15,7 +15,8 @@ benchmark reads them and normalised as ``Recognizer.predict(face=...)`` does, mi
 (the teacher sees the same mirror). Corruptions: :func:`train.fusion_data.corrupt_face`, the
 benchmark's kinds with this pipeline's own parameter ranges and seeds (darkening, sensor noise,
 motion blur over 4-35 % of the face, JPEG 5-30, 16-40 px faces, upper or lower occlusion), one
-per face with probability ``--corrupt-p``.
+per face with probability ``--corrupt-p``, the kind drawn uniformly or as ``--kind-weight
+KIND=W`` weighs it (``motion_blur=4``: blur four times as often as each other kind).
 
 Resumable: the state is saved after every epoch (``last.pt``) and the epoch's permutation and
 corruptions come from ``(seed, epoch)``, so a stopped run continues where it stopped. After each
@@ -137,12 +138,42 @@ def normalise(imgs: np.ndarray, fp: FaceParams) -> np.ndarray:
     return ((g - fp.mean) / fp.std)[:, None]
 
 
-def corrupted(imgs: np.ndarray, p: float, rng: np.random.Generator, fp: FaceParams) -> np.ndarray:
+def kind_weights(specs: list[str]) -> np.ndarray:
+    """Drawing probabilities over :data:`FACE_KINDS` from ``KIND=WEIGHT`` items (the kinds not
+    named weigh 1).
+
+    Raises:
+        ValueError: an unknown kind, a malformed item or a negative weight.
+    """
+    w = np.ones(len(FACE_KINDS))
+    for spec in specs:
+        kind, sep, val = spec.partition("=")
+        if not sep or kind not in FACE_KINDS:
+            raise ValueError(
+                f"--kind-weight {spec!r}: expected KIND=WEIGHT, KIND one of {FACE_KINDS}"
+            )
+        try:
+            w[FACE_KINDS.index(kind)] = float(val)
+        except ValueError:
+            raise ValueError(f"--kind-weight {spec!r}: {val!r} is not a number") from None
+        if w[FACE_KINDS.index(kind)] < 0:
+            raise ValueError(f"--kind-weight {spec!r}: weights must be >= 0")
+    if w.sum() <= 0:
+        raise ValueError("--kind-weight: at least one kind needs a positive weight")
+    return w / w.sum()
+
+
+def corrupted(imgs: np.ndarray, p: float, rng: np.random.Generator, fp: FaceParams,
+              weights: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """Normalised faces (N, 1, S, S), each with one random training-side corruption w.p. ``p``
-    (a shrunk face is passed small, and :func:`normalize_face` scales it as the runtime does)."""
+    (a shrunk face is passed small, and :func:`normalize_face` scales it as the runtime does);
+    the kind drawn uniformly, or with ``weights`` (see :func:`kind_weights`)."""
     out = normalise(imgs, fp)
     for i in np.flatnonzero(rng.random(len(imgs)) < p):
-        kind = FACE_KINDS[int(rng.integers(len(FACE_KINDS)))]
+        if weights is None:
+            kind = FACE_KINDS[int(rng.integers(len(FACE_KINDS)))]
+        else:
+            kind = FACE_KINDS[int(rng.choice(len(FACE_KINDS), p=weights))]
         y, _ = corrupt_face(imgs[i], kind, rng)
         out[i] = normalize_face(y, fp)
     return out
@@ -195,7 +226,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--limit", type=int, default=0, help=">0: faces per class (smoke runs)")
+    p.add_argument("--kind-weight", action="append", default=[], metavar="KIND=W",
+                   help="draw this corruption kind W times as often as an unnamed one "
+                   f"(repeatable; kinds: {', '.join(FACE_KINDS)})")  # fmt: skip
     args = p.parse_args(argv)
+    try:
+        weights = kind_weights(args.kind_weight) if args.kind_weight else None
+    except ValueError as e:
+        p.error(str(e))
     command = "python -m train.face_robust " + " ".join(shlex.quote(a) for a in argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -263,7 +301,7 @@ def main(argv: list[str] | None = None) -> dict:
         for b in range(per_epoch):
             idx = perm[b * args.batch : (b + 1) * args.batch]
             flip = rng.random(len(idx)) < 0.5
-            xb = corrupted(imgs[idx], args.corrupt_p, rng, fp)
+            xb = corrupted(imgs[idx], args.corrupt_p, rng, fp, weights)
             xb[flip] = xb[flip][..., ::-1]
             xc = np.where(flip[:, None, None, None], x_flip[idx], x_all[idx])
             tgt = torch.from_numpy(np.where(flip[:, None], t_flip[idx], t_all[idx]))

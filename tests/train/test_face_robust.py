@@ -44,3 +44,29 @@ def test_smoke_fine_tune_resumes_and_exports(tmp_path: Path, shared_data: Path) 
     assert [i.name for i in sess.get_inputs()] == ["face"]
     assert [o.name for o in sess.get_outputs()] == ["face_emb", "face_logits"]
     assert json.loads((out / "summary.json").read_text())["faces"] == first["faces"]
+
+
+def test_kind_weights_draw_the_named_kinds_and_refuse_bad_items() -> None:
+    w = FR.kind_weights(["motion_blur=4"])
+    assert w[FR.FACE_KINDS.index("motion_blur")] == 0.4 and abs(w.sum() - 1) < 1e-12
+    for bad in (["blur=2"], ["motion_blur"], ["motion_blur=x"], ["motion_blur=-1"],
+                [f"{k}=0" for k in FR.FACE_KINDS]):  # fmt: skip
+        try:
+            FR.kind_weights(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad} accepted")
+
+
+def test_weighted_corruption_draws_only_the_weighted_kind() -> None:
+    from emosdk.features.face import FaceParams
+
+    meta = json.loads((FACE.parent / "model.json").read_text())
+    fp = FaceParams(**meta["face"])
+    rng = np.random.default_rng(0)
+    faces = rng.integers(60, 200, (8, fp.size, fp.size, 3), dtype=np.uint8)
+    only_dark = FR.kind_weights([f"{k}=0" for k in FR.FACE_KINDS if k != "darken"])
+    clean = FR.normalise(faces, fp)
+    dark = FR.corrupted(faces, 1.0, np.random.default_rng(1), fp, only_dark)
+    # every face darkened: each normalised face's mean falls
+    assert (dark.mean(axis=(1, 2, 3)) < clean.mean(axis=(1, 2, 3))).all()
