@@ -45,6 +45,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -202,18 +203,31 @@ def export_fusion(run: Path, out: Path, stream: StreamParams, opset: int) -> Pat
 
 
 def choose(
-    options: dict[str, list[dict]], fixed_bytes: int, budget: float, limit: float
+    options: dict[str, list[dict]],
+    fixed_bytes: int,
+    budget: float,
+    limit: float,
+    int8_default: Collection[str] | None = None,
 ) -> dict | None:
     """The defaults and int8 variants that fit: within ``budget`` bytes if any combination
     does, else within ``limit``; then the least summed accuracy cost of the default graphs, then
     the most int8 variants, then the preferred kinds (fp32 first), then the fewest bytes.
 
     ``options``: role -> accepted candidates ``{"kind", "bytes", "drop"}`` (fp32 always).
+    ``int8_default``: the roles whose default may be the int8 graph (None: every role). The
+    others keep a float default (their int8 graph can still ship as a variant): the fp16 export
+    and TensorRT build from a float graph, and the bundle carries a float copy beside an int8
+    default only for the audio encoder (``--audio-encoder-opset18``).
     Returns ``{"defaults": role -> kind, "int8": [roles with an int8 variant], "bytes"}``.
     """
     roles = sorted(options)
     best, best_key = None, None
-    for combo in itertools.product(*(options[r] for r in roles)):
+    defaults = {
+        r: [o for o in options[r]
+            if o["kind"] != "int8" or int8_default is None or r in int8_default]
+        for r in roles
+    }  # fmt: skip
+    for combo in itertools.product(*(defaults[r] for r in roles)):
         extra_roles = [
             r
             for r, c in zip(roles, combo)
@@ -609,7 +623,9 @@ def main(argv: list[str] | None = None) -> dict:
         # graph (DynamicQuantizeLinear/MatMulInteger, opset-23 Attention) that TensorRT cannot
         # parse, so this copy is part of the bundle, not an extra that goes when space is short
         fixed += args.audio_encoder_opset18.stat().st_size
-    pick = choose(options, fixed, args.budget_mb * MB, args.max_mb * MB)
+    # only the audio encoder ships a float copy beside an int8 default (the fp16 export's source)
+    int8_default = {"audio_encoder"} if args.audio_encoder_opset18 is not None else set()
+    pick = choose(options, fixed, args.budget_mb * MB, args.max_mb * MB, int8_default)
     if pick is None:
         raise SystemExit(
             f"no combination of accepted graphs fits {args.max_mb} MB: "

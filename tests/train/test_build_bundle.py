@@ -50,6 +50,23 @@ def test_choose_fits_the_budget_at_the_least_cost() -> None:
     assert pick["bytes"] == int(23 * MB)
 
 
+def test_choose_keeps_a_float_default_where_no_float_copy_ships() -> None:
+    """An int8 graph as cheap and as accurate as the float one is the default only for the roles
+    allowed one (the fp16 export converts from a float graph); elsewhere it ships as a variant."""
+    options = {
+        "audio_encoder": [_opt("fp32", 10), _opt("int8", 3, -0.01)],
+        "fusion": [_opt("fp32", 3), _opt("fp16w", 2, 0.0), _opt("int8", 1, -0.001)],
+    }
+    # 5 MB: both int8 (4 MB, two int8 graphs) beats the fp16w fusion without its int8 variant
+    free = choose(options, 0, 5 * MB, 5 * MB)
+    assert free["defaults"] == {"audio_encoder": "int8", "fusion": "int8"}
+    kept = choose(options, 0, 5 * MB, 5 * MB, int8_default={"audio_encoder"})
+    assert kept["defaults"] == {"audio_encoder": "int8", "fusion": "fp16w"}
+    assert kept["int8"] == ["audio_encoder"]
+    none = choose(options, 0, 5 * MB, 14 * MB, int8_default=set())
+    assert none["defaults"]["audio_encoder"] == "fp32"
+
+
 def test_threshold_search_separates_bad_inputs() -> None:
     """Accuracy falls with the SNR below ~5 dB; the search puts the SNR threshold there, keeps
     the clean inputs reliable and leaves the uninformative measures off."""
