@@ -88,7 +88,6 @@ logger = logging.getLogger("emosdk.train")
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BUNDLE = REPO / "sdk" / "emosdk" / "models" / "bundled" / "default"
-PERCEPTION_CARD = Path("/work/runs/face/model_json_snippet.json")
 MEDIAPIPE_TASK_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
 SAMPLES = REPO / "sdk" / "emosdk" / "samples" / "manifest.csv"
 KINDS = ("fp32", "fp16w", "int8")  # order of preference at equal accuracy cost
@@ -369,6 +368,26 @@ def model_card(
 # -----------------------------------------------------------------------------------------------
 
 
+def perception_card_from_bundle(folder: Path) -> dict:
+    """The perception card (``tools/convert_mediapipe.py --card``'s layout: ``graphs``, ``files``,
+    ``model_card.face_perception``) of a bundle that already ships the perception graphs, read
+    from its model.json.
+
+    Raises:
+        SystemExit: the folder has no model.json, or it declares no perception graphs.
+    """
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise SystemExit(f"--perception-dir {folder}: no {MANIFEST}; pass --perception-card")
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    graphs = meta.get("perception") or {}
+    if not graphs:
+        raise SystemExit(f"{path} declares no perception graphs; pass --perception-card")
+    files = {g["file"]: meta.get("files", {}).get(g["file"], "") for g in graphs.values()}
+    face = meta.get("model_card", {}).get("provenance", {}).get("face_perception", {})
+    return {"graphs": graphs, "files": files, "model_card": {"face_perception": face}}
+
+
 def perception_spec(path: Path, declared: dict) -> dict:
     """A perception graph's ``{file, inputs, outputs}``: the converting engineer's declared
     spec (``--perception-card``'s ``graphs``) when the file is the one it describes (same
@@ -443,7 +462,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--face-card", type=Path)
     p.add_argument("--encoder-cards-from", type=Path, help="a bundle whose encoders these are")
     p.add_argument("--perception-dir", type=Path, default=DEFAULT_BUNDLE)
-    p.add_argument("--perception-card", type=Path, default=PERCEPTION_CARD)
+    p.add_argument(
+        "--perception-card",
+        type=Path,
+        help="tools/convert_mediapipe.py --card JSON (default: read from --perception-dir's "
+        "model.json)",
+    )
     p.add_argument("--fusion-run", type=Path, help="a finished train_fusion --out")
     p.add_argument("--quality", type=Path, help="calibrate_quality's JSON")
     p.add_argument("--train-args", default="", help="more train_fusion options, one string")
@@ -615,7 +639,10 @@ def main(argv: list[str] | None = None) -> dict:
                         drop, "" if accepted else " REFUSED")  # fmt: skip
 
     # 4. precision per graph within the size budget
-    perception_card = json.loads(args.perception_card.read_text())
+    if args.perception_card is not None:
+        perception_card = json.loads(args.perception_card.read_text())
+    else:
+        perception_card = perception_card_from_bundle(args.perception_dir)
     p_files = {r: args.perception_dir / f"{r}.onnx" for r in PERCEPTION_ROLES}
     fixed = sum(p.stat().st_size for p in p_files.values()) + 40_000  # model.json, generous
     if args.audio_encoder_opset18 is not None:

