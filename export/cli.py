@@ -5,6 +5,7 @@ Subcommands::
     emosdk-export validate BUNDLE                       # onnxruntime self-checks
     emosdk-export quantize BUNDLE [--manifest CSV]      # dynamic-int8 variants, accuracy gate
     emosdk-export fp16 BUNDLE [--manifest CSV]          # fp16 variants (GPU), accuracy gate
+    emosdk-export remove-variant BUNDLE VARIANT ROLE    # take a variant graph out again
     emosdk-export engine BUNDLE [--precision fp16]      # TensorRT engines into the cache
 
 ``validate`` and ``quantize`` need only onnxruntime; ``engine`` needs TensorRT and cuda-python on
@@ -108,6 +109,18 @@ def cmd_fp16(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_remove_variant(args: argparse.Namespace) -> int:
+    from emosdk.export.quantize import remove_variant
+
+    try:
+        gone = remove_variant(args.bundle, args.variant, args.role)
+    except KeyError as e:
+        print(f"emosdk-export: {e.args[0]}", file=sys.stderr)
+        return 2
+    print(json.dumps({"removed": f"{args.variant}/{args.role}", "deleted": gone and gone.name}))
+    return 0
+
+
 def cmd_engine(args: argparse.Namespace) -> int:
     from emosdk.export import tensorrt as ET
     from emosdk.models.bundle import load_bundle
@@ -208,6 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--roles", nargs="*", help="graphs to quantize (default all three)")
     q.add_argument("--op-types", nargs="+", default=["MatMul", "Gemm"], help="ONNX ops to quantize")
     q.set_defaults(func=cmd_quantize)
+
+    q = sub.add_parser(
+        "remove-variant",
+        help="take a role's graph out of a variant",
+        description="Remove ROLE from the bundle's VARIANT (e.g. int8 fusion) and delete the "
+        "file unless something else still uses it; model.json is re-hashed.",
+    )
+    q.add_argument("bundle", help="bundle folder (edited in place)")
+    q.add_argument("variant", help="variant name in model.json (int8, fp16, opset18, ...)")
+    q.add_argument("role", help="graph role (audio_encoder, face_encoder, fusion)")
+    q.set_defaults(func=cmd_remove_variant)
 
     q = sub.add_parser(
         "fp16",

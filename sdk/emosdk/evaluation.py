@@ -54,16 +54,53 @@ def default_clips_manifest() -> Path:
 
 
 # -- environment ---------------------------------------------------------------------------
+CPU_ISA_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_int8",
+    "asimddp",
+    "i8mm",
+    "sve",
+)
+"""The CPU features int8 and float speed depend on (ONNX Runtime's int8 kernels use VNNI or
+ARM's dot-product instructions where present: the same int8 graph can be twice as fast)."""
+
+
+def cpu_details(cpuinfo: str | None = None) -> dict:
+    """The CPU's model name, vendor id (family/model/stepping, or ARM's implementer/part) and
+    the :data:`CPU_ISA_FLAGS` it has, from ``/proc/cpuinfo`` (or the text given); empty fields
+    where the system does not say."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        key = key.strip()
+        if sep and key not in fields:  # the first processor's entry
+            fields[key] = value.strip()
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    ident = [
+        f"{k} {fields[k]}"
+        for k in ("cpu family", "model", "stepping", "CPU implementer", "CPU part")
+        if k in fields
+    ]
+    return {
+        "model_name": fields.get("model name") or platform.processor() or platform.machine(),
+        "id": ", ".join(ident),
+        "isa": [f for f in CPU_ISA_FLAGS if f in flags],
+    }
+
+
 def environment() -> dict:
     """What the figures were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    details = cpu_details()
+    cpu = details["model_name"]
     import onnxruntime as ort
 
     statuses = available_backends()  # probing TensorRT/CUDA is not free: once
@@ -77,6 +114,8 @@ def environment() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu,
+        "cpu_id": details["id"],
+        "cpu_isa": details["isa"],
         "cpu_count": os.cpu_count(),
         "gpu": gpus or None,
         "numpy": np.__version__,

@@ -92,6 +92,32 @@ def test_quantize_adds_the_int8_variant(bundle, capsys):
     assert "fusion.int8.onnx" in meta["files"]
 
 
+def test_remove_variant_takes_a_graph_out_and_keeps_what_is_still_used(bundle, capsys):
+    assert main(["quantize", str(bundle), "--roles", "fusion", "face_encoder"]) == 0
+    capsys.readouterr()
+    assert main(["remove-variant", str(bundle), "int8", "fusion"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "removed": "int8/fusion",
+        "deleted": "fusion.int8.onnx",
+    }
+    meta = load_bundle(bundle).meta  # re-hashed and verified
+    assert meta["variants"]["int8"] == {"face_encoder": "face_encoder.int8.onnx"}
+    assert "fusion.int8.onnx" not in meta["files"] and not (bundle / "fusion.int8.onnx").exists()
+    # a variant entry that names a default graph (the default bundle's int8 audio encoder):
+    # the entry goes, the file stays
+    edit = json.loads((bundle / "model.json").read_text())
+    edit["variants"]["int8"]["audio_encoder"] = edit["graphs"]["audio_encoder"]["file"]
+    (bundle / "model.json").write_text(json.dumps(edit))
+    assert main(["remove-variant", str(bundle), "int8", "audio_encoder"]) == 0
+    assert json.loads(capsys.readouterr().out)["deleted"] is None
+    assert (bundle / edit["graphs"]["audio_encoder"]["file"]).is_file()
+    assert main(["remove-variant", str(bundle), "int8", "face_encoder"]) == 0
+    assert "variants" not in load_bundle(bundle).meta or not load_bundle(bundle).meta["variants"]
+    capsys.readouterr()
+    assert main(["remove-variant", str(bundle), "int8", "fusion"]) == 2
+    assert "no variant 'int8' for 'fusion'" in capsys.readouterr().err
+
+
 def test_quantize_on_a_missing_bundle_exits_2(tmp_path, capsys):
     assert main(["quantize", str(tmp_path / "nope")]) == 2
     assert "model.json not found" in capsys.readouterr().err

@@ -9,7 +9,12 @@ import pytest
 
 from emosdk import Recognizer
 from emosdk.evaluation import default_clips_manifest
-from emosdk.export.quantize import QuantizationRejectedError, quantize_bundle
+from emosdk.export.quantize import (
+    QuantizationRejectedError,
+    fp16_weights,
+    quantize_bundle,
+    update_manifest,
+)
 from emosdk.models.bundle import load_bundle
 
 
@@ -76,6 +81,48 @@ def test_static_int8_face_encoder_calibrated_on_real_files(bundle, shared_data, 
     with Recognizer(model=bundle, precision="int8") as rec:
         r = rec.predict(face=[np.zeros((48, 48), np.uint8) + 128])
         assert r.label is not None
+
+
+def test_quantizing_one_role_keeps_the_other_int8_graphs(bundle, shared_data, av_clips):
+    import csv
+
+    import onnx
+
+    quantize_bundle(bundle, roles=("audio_encoder", "fusion"))
+    # the face encoder stored as fp16 weights behind Casts, as the default bundle ships it: the
+    # quantizer must see its weights as initializers (per-channel int8), not as Cast outputs
+    face = bundle / "face_encoder.onnx"
+    fp16_weights(face, face)
+    meta = json.loads((bundle / "model.json").read_text())
+    meta["files"]["face_encoder.onnx"] = ""
+    update_manifest(bundle, files=meta["files"])
+    rows = list(csv.DictReader(open(shared_data / "fer2013" / "manifest.csv")))
+    faces = [shared_data / "fer2013" / r["file"] for r in rows if r["usage"] == "Training"][::500]
+    speech = sorted((av_clips[0].parent).glob("1002_*.mp3"))
+    with pytest.raises(QuantizationRejectedError):
+        quantize_bundle(
+            bundle, roles=("face_encoder",), calibration=[*speech, *faces],
+            manifest=default_clips_manifest(), max_drop=-1.0,
+        )  # fmt: skip
+    int8 = load_bundle(bundle).meta["variants"]["int8"]
+    assert int8 == {"audio_encoder": "audio_encoder.int8.onnx", "fusion": "fusion.int8.onnx"}
+    assert not (bundle / "face_encoder.int8.onnx").exists()
+    assert quantize_bundle(bundle, roles=("face_encoder",), calibration=[*speech, *faces]) == {
+        "face_encoder": "face_encoder.int8.onnx"
+    }
+    int8 = load_bundle(bundle).meta["variants"]["int8"]
+    assert set(int8) == {"audio_encoder", "fusion", "face_encoder"}
+    assert not list(bundle.glob("*int8-source*"))
+    graph = onnx.load(str(bundle / "face_encoder.int8.onnx")).graph
+    conv_w = {n.input[1] for n in graph.node if n.op_type == "Conv"}
+    dq = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+    inits = {i.name for i in graph.initializer}
+    # every convolution's weight is a dequantised int8 initializer with one scale per channel
+    for w in conv_w:
+        assert dq[w].input[0] in inits
+        scale = next(i for i in graph.initializer if i.name == dq[w].input[1])
+        assert len(scale.dims) == 1 and scale.dims[0] > 1
+    assert "Cast" not in {n.op_type for n in graph.node}
 
 
 def test_calibration_needs_both_modalities(bundle, av_clips):

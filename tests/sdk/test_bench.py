@@ -196,3 +196,24 @@ def test_accuracy_progress_on_stderr_with_the_real_clips(fixture_bundle, capsys)
     assert capsys.readouterr().err == ""
     assert main(base) == 0  # stderr is not a terminal here: no progress by default
     assert capsys.readouterr().err == ""
+
+
+def test_cpu_details_name_the_int8_features() -> None:
+    from emosdk.evaluation import cpu_details
+
+    x86 = (
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+        "model name\t: AMD EPYC\nstepping\t: 1\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n\n"
+        "processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n"
+    )
+    d = cpu_details(x86)
+    assert d == {
+        "model_name": "AMD EPYC",
+        "id": "cpu family 25, model 17, stepping 1",
+        "isa": ["avx2", "avx512f", "avx512_vnni"],
+    }
+    arm = "processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\nCPU implementer\t: 0x41\n"
+    arm += "CPU part\t: 0xd42\n"
+    d = cpu_details(arm)
+    assert d["isa"] == ["asimddp", "i8mm"] and d["id"] == "CPU implementer 0x41, CPU part 0xd42"
+    assert cpu_details("")["isa"] == []  # no /proc/cpuinfo: nothing claimed

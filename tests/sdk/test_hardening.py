@@ -164,12 +164,12 @@ def test_an_unlisted_variant_is_refused(released):
 
 
 def test_a_byte_flipped_int8_graph_is_refused(released):
-    target = released / "fusion.int8.onnx"
+    target = released / "face_encoder.int8.onnx"
     data = bytearray(target.read_bytes())
     data[len(data) // 3] ^= 0x40
     target.write_bytes(bytes(data))
     for precision in ("int8", "fp32"):  # every listed file is checked, whatever runs
-        with pytest.raises(ModelError, match=r"fusion\.int8\.onnx.*SHA-256 mismatch"):
+        with pytest.raises(ModelError, match=r"face_encoder\.int8\.onnx.*SHA-256 mismatch"):
             Recognizer(model=released, precision=precision)
 
 
