@@ -282,7 +282,7 @@ def main() -> int:
     p.add_argument(
         "--out", type=Path, default=REPO / "benchmarks/results/face_geometry_evidence.json"
     )
-    p.add_argument("--cache", type=Path, default=Path("/work/runs/face/features"))
+    p.add_argument("--cache", type=Path, default=Path("runs/face/features"))
     p.add_argument("--l2", type=float, default=1e-3, help="L2 weight of the regressions")
     p.add_argument("--fer-train-limit", type=int, default=None, help="FER2013 Training faces")
     args = p.parse_args()

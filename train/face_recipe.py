@@ -66,7 +66,7 @@ logger = logging.getLogger("emosdk.train")
 class RecipeConfig:
     """Every setting of a run (written to ``config.json``; a resumed run must match it)."""
 
-    out: Path = Path("/work/runs/faceenc/run")
+    out: Path = Path("runs/faceenc/run")
     data_root: Path = D.DATA_ROOT
     cache_dir: str = str(D.CACHE_DIR)  # "" = no cache
     # model

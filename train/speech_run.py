@@ -25,7 +25,7 @@ from .whisper import WhisperAudioBranch, encoder_state_dict
 class Config:
     """One fine-tuning run; every default is the shipped recipe."""
 
-    out: Path = Path("/work/runs/speech/ft/p1")
+    out: Path = Path("runs/speech/ft/p1")
     partition: int = 1  # CREMA-D partition (its Test speakers are held out also with --shipped)
     shipped: bool = False  # train on all but partition 1 Test (+ RAVDESS, EmoDB)
     exclude: tuple[str, ...] = ()  # corpora left out of --shipped training (and scored)
@@ -49,7 +49,7 @@ class Config:
     save_every: int = 100
     limit: int = 0  # smoke runs: at most this many clips per split (0: all)
     max_steps: int = 0  # smoke runs: stop after this many steps (0: the schedule)
-    cache_dir: Path = Path("/work/runs/speech/cache")
+    cache_dir: Path = Path("runs/speech/cache")
     augment_params: dict = field(default_factory=dict)  # overrides of Augment's fields
 
 

@@ -75,12 +75,12 @@ logger = logging.getLogger("emosdk.train")
 class Config:
     """Every option (argparse reads them from here)."""
 
-    out: str = "/work/runs/bundle/fusion"
+    out: str = "runs/bundle/fusion"
     audio_encoder: str = ""  # audio encoder ONNX (required)
     audio_frontend: str = ""  # JSON: front-end params, a model.json (its "audio"), or a report
     face_encoder: str = ""  # face encoder ONNX (required)
     face_params: str = ""  # JSON: face crop params or a model.json ("" = defaults, graph size)
-    cache_dir: str = "/work/runs/bundle/cache"
+    cache_dir: str = "runs/bundle/cache"
     data_root: str = str(DATA_ROOT)
     partition: int = 1
     extras: bool = True  # also clips outside the partition file with a single summaryTable vote
