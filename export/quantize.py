@@ -382,9 +382,9 @@ INTEGER_OPS = frozenset(
 
 
 def _float_source(bundle_dir: Path, main: Path, opset18: dict[str, str], role: str) -> Path:
-    """The float graph of ``role`` to convert to fp16: the main graph, or, when that one is
-    integer-quantised (the default bundle's CPU audio encoder is dynamic int8), the bundle's
-    opset-18 copy (float weights)."""
+    """The float graph of ``role`` to derive fp16 or int8 variants from: the main graph, or,
+    when that one is integer-quantised (the default bundle's CPU audio encoder is dynamic int8),
+    the bundle's opset-18 copy (float weights)."""
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(main), load_external_data=False).graph.node}
@@ -394,7 +394,7 @@ def _float_source(bundle_dir: Path, main: Path, opset18: dict[str, str], role: s
         return bundle_dir / opset18[role]
     raise QuantizationRejectedError(
         f"{main.name} ({role}) is integer-quantised and the bundle has no float copy of it "
-        "(variant opset18): there is nothing to convert to fp16"
+        "(variant opset18): there is no float graph to make an fp16 or int8 variant from"
     )
 
 
