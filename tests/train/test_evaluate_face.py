@@ -16,7 +16,7 @@ from train import FER_CLASSES
 from train.common import face_views
 from train.data import DATA_ROOT as DATA
 from train.data import load_fer2013
-from train.evaluate_face import main
+from train.evaluate_face import blurred_faces, main
 
 
 def test_face_views_shapes_mirrors_and_shifts():
@@ -70,3 +70,26 @@ def test_latency_of_the_bundled_encoder_on_one_thread(tmp_path):
     assert lat["runs"] == 5 and lat["threads"] == 1 and lat["onnx_bytes"] == graph.stat().st_size
     assert 0.0 < lat["min_ms"] <= lat["p50_ms"] <= lat["p95_ms"]
     assert lat["machine"]["cpus"] >= 1
+
+
+def test_motion_blur_view_scores_the_same_faces_blurred(tmp_path):
+    res = main(["--limit", "6", "--cache-dir", "", "--threads", "1", "--tta", "none",
+                "--motion-blur"])  # fmt: skip
+    pt = res["splits"]["PublicTest"]
+    assert set(pt) == {"none", "motion_blur_s3"}
+    clean, blur = pt["none"], pt["motion_blur_s3"]
+    assert clean["n"] == blur["n"] == 6 * len(FER_CLASSES)
+    # the same faces in the same order: the per-class supports agree
+    assert {c: v["support"] for c, v in clean["per_class"].items()} == {
+        c: v["support"] for c, v in blur["per_class"].items()
+    }
+    # and blurred they are really different inputs: some predictions change
+    graph = load_model("default").graph_path("face_encoder")
+    sess = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    xb, yb = blurred_faces("PublicTest", DATA, 6)
+    x, y = load_fer2013("PublicTest", FaceParams(), DATA, 6, cache_dir=None)
+    assert (yb == y).all() and xb.shape == x.shape
+    p_clean = sess.run(["face_logits"], {"face": x})[0].argmax(-1)
+    p_blur = sess.run(["face_logits"], {"face": xb})[0].argmax(-1)
+    assert (p_clean != p_blur).any()
+    assert blur == classification_report(y, p_blur, FER_CLASSES)
