@@ -34,7 +34,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from emosdk.corruptions import motion_blur
 from emosdk.features.audio import LogMelParams
+from emosdk.features.face import FaceParams
 from emosdk.metrics import classification_report
 from emosdk.scores import softmax
 
@@ -590,3 +592,24 @@ def summary_line(name: str, r: dict) -> str:
         line |= {k: round(c["mean"], 4), f"{k}_std": round(c["std"], 4)}
         line[f"{k}_values"] = [round(v, 4) for v in c["values"]]
     return json.dumps(line)
+
+
+# ----- face crops shared by the face scripts (train.face_robust, train.evaluate_face) -----
+
+
+def normalise(imgs: np.ndarray, fp: FaceParams) -> np.ndarray:
+    """uint8 BGR faces (N, S, S, 3) of the encoder's size -> (N, 1, S, S) float32, as
+    :func:`emosdk.features.face.normalize_face` (grey, then (g - mean) / std)."""
+    import cv2
+
+    if imgs.shape[1:3] != (fp.size, fp.size):
+        raise ValueError(f"faces must be {fp.size} px, got {imgs.shape[1:3]}")
+    code = cv2.COLOR_BGR2GRAY if fp.color_order == "bgr" else cv2.COLOR_RGB2GRAY
+    g = np.stack([cv2.cvtColor(im, code) for im in imgs]).astype(np.float32) / 255.0
+    return ((g - fp.mean) / fp.std)[:, None]
+
+
+def blurred(imgs: np.ndarray) -> np.ndarray:
+    """The faces under motion blur over 15 % of their width at 45 degrees (the benchmark's
+    severity 3)."""
+    return np.stack([motion_blur(im, 0.15 * im.shape[1], 45.0) for im in imgs])

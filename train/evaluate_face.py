@@ -40,7 +40,7 @@ from emosdk.scores import softmax
 
 from . import FER_CLASSES
 from . import data as D
-from .common import TTA, face_views
+from .common import TTA, blurred, face_views, normalise
 
 
 def onnx_values(path: Path) -> int:
@@ -93,7 +93,6 @@ def latency(graph: Path, runs: int = 200, size: int = 48) -> dict:
 def blurred_faces(split: str, root: Path, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
     """The split's faces under motion blur over 15 % of the face width at 45 degrees, normalised
     as the runtime does, and their labels (indices into ``FER_CLASSES``)."""
-    from .face_robust import blurred, normalise
     from .fusion_data import fer_images
 
     imgs, labels = fer_images(split, root, limit or 0, classes=FER_CLASSES)

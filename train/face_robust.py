@@ -51,10 +51,10 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from emosdk import corruptions as C
 from emosdk.features.face import FaceParams, normalize_face
 
 from . import FER_CLASSES
+from .common import blurred, normalise
 from .face_model import export_encoder
 from .fusion_data import FACE_KINDS, corrupt_face, fer_images, ort_session
 
@@ -126,18 +126,6 @@ def cnn_from_onnx(path: str | Path) -> OnnxCNN:
     return OnnxCNN(feats, gemms[0], gemms[1])
 
 
-def normalise(imgs: np.ndarray, fp: FaceParams) -> np.ndarray:
-    """uint8 BGR faces (N, S, S, 3) of the encoder's size -> (N, 1, S, S) float32, as
-    :func:`emosdk.features.face.normalize_face` (grey, then (g - mean) / std)."""
-    import cv2
-
-    if imgs.shape[1:3] != (fp.size, fp.size):
-        raise ValueError(f"faces must be {fp.size} px, got {imgs.shape[1:3]}")
-    code = cv2.COLOR_BGR2GRAY if fp.color_order == "bgr" else cv2.COLOR_RGB2GRAY
-    g = np.stack([cv2.cvtColor(im, code) for im in imgs]).astype(np.float32) / 255.0
-    return ((g - fp.mean) / fp.std)[:, None]
-
-
 def kind_weights(specs: list[str]) -> np.ndarray:
     """Drawing probabilities over :data:`FACE_KINDS` from ``KIND=WEIGHT`` items (the kinds not
     named weigh 1).
@@ -188,12 +176,6 @@ def encode(model: nn.Module, x: np.ndarray, batch: int = 512) -> tuple[np.ndarra
             embs.append(e.numpy())
             logits.append(lg.numpy())
     return np.concatenate(embs), np.concatenate(logits)
-
-
-def blurred(imgs: np.ndarray) -> np.ndarray:
-    """The faces under motion blur over 15 % of their width at 45 degrees (the benchmark's
-    severity 3)."""
-    return np.stack([C.motion_blur(im, 0.15 * im.shape[1], 45.0) for im in imgs])
 
 
 def figures(model: nn.Module, x: np.ndarray, xb: np.ndarray, y7: np.ndarray, te: np.ndarray,
