@@ -150,7 +150,7 @@ def calibration_feeds(
     }
 
 
-def _quantize_static(src: Path, dst: Path, feeds: list[dict], op_types: Sequence[str]) -> None:
+def quantize_static_qdq(src: Path, dst: Path, feeds: list[dict], op_types: Sequence[str]) -> None:
     """QDQ int8 (per-channel 7-bit weights, int8 activations): fast on CPUs, and the explicit
     quantization TensorRT 10 builds int8 engines from."""
     from onnxruntime.quantization import (
@@ -238,7 +238,7 @@ def quantize_bundle(
         dst = bundle_dir / f"{role}.int8.onnx"
         try:
             if feeds is not None and role in static_roles:
-                _quantize_static(src, dst, feeds[role], static_op_types)
+                quantize_static_qdq(src, dst, feeds[role], static_op_types)
             else:
                 quantize_dynamic(
                     str(src),

@@ -53,7 +53,12 @@ import torch
 
 from emosdk.export.bundle import graph_io, write_bundle
 from emosdk.export.onnx import OPSET_TENSORRT, export_onnx
-from emosdk.export.quantize import MAX_MACRO_F1_DROP, fp16_weights, update_manifest
+from emosdk.export.quantize import (
+    MAX_MACRO_F1_DROP,
+    fp16_weights,
+    quantize_static_qdq,
+    update_manifest,
+)
 from emosdk.models.bundle import (
     MANIFEST,
     PERCEPTION_ROLES,
@@ -134,34 +139,11 @@ def int8_dynamic(src: Path, dst: Path) -> Path:
 
 
 def int8_static(src: Path, dst: Path, input_name: str, batches: list[np.ndarray]) -> Path:
-    """Static QDQ int8 (per-channel 7-bit weights, int8 activations) of Conv/MatMul/Gemm,
-    calibrated on ``batches`` (real inputs): where a face encoder's CPU time goes."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter({input_name: b} for b in batches)
-
-        def get_next(self) -> dict | None:
-            return next(self._it, None)
-
+    """Static QDQ int8 of Conv/MatMul/Gemm (``emosdk-export quantize``'s, per-channel 7-bit
+    weights and int8 activations), calibrated on ``batches`` (real inputs): where a face
+    encoder's CPU time goes."""
     tmp = _without_value_info(src, dst.with_suffix(".pre.onnx"))
-    quantize_static(
-        str(tmp),
-        str(dst),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-        activation_type=QuantType.QInt8,
-        op_types_to_quantize=["Conv", "MatMul", "Gemm"],
-        reduce_range=True,  # 7-bit weights: no vpmaddubsw saturation on x86 without VNNI
-    )
+    quantize_static_qdq(tmp, dst, [{input_name: b} for b in batches], ("Conv", "MatMul", "Gemm"))
     tmp.unlink()
     return dst
 
