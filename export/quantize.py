@@ -179,7 +179,8 @@ def quantize_static_qdq(src: Path, dst: Path, feeds: list[dict], op_types: Seque
         # 7-bit weights: on x86 CPUs without VNNI, ONNX Runtime multiplies int8 with
         # vpmaddubsw, whose 16-bit sums can saturate at full 8-bit range (its documented cause
         # of large int8 accuracy drops); with VNNI, and on ARM, nothing changes (measured on the
-        # default face encoder: FER2013 PublicTest 0.644 vs 0.646 without, same speed)
+        # default face encoder: FER2013 PublicTest 0.643 vs 0.646 without, same speed;
+        # benchmarks/face_int8_calibrations.py)
         reduce_range=True,
     )
 
