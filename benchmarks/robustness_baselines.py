@@ -1,7 +1,7 @@
 """The robustness baselines of a model (issue 15): ``emosdk-bench robustness`` on the real sets,
 JSON and PNG into benchmarks/results/, and the markdown table of docs/robustness.md.
 
-    python benchmarks/robustness_baselines.py --tag default --work /work/runs/robust
+    python benchmarks/robustness_baselines.py --tag default --work runs/robust
     python benchmarks/robustness_baselines.py --tag default --only cremad_p1     # one set
     python benchmarks/robustness_baselines.py --tag default --table-only         # the table
 

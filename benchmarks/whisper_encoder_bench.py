@@ -14,7 +14,7 @@ exported here from the pretrained encoder with an untrained head (speed does not
 weights' values; the JSON says which). File sizes are reported for the bundle budget.
 
     python benchmarks/whisper_encoder_bench.py --blocks 2 3 4
-    python benchmarks/whisper_encoder_bench.py --export /work/runs/speech/export --blocks 2
+    python benchmarks/whisper_encoder_bench.py --export runs/speech/export --blocks 2
 
 Writes benchmarks/results/whisper_encoder_speed.json (warm-up, then p50/p95/p99 of --runs calls,
 the machine described, the load average before and after: the machine is shared).

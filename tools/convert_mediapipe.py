@@ -28,8 +28,8 @@ Subcommands (run from the repository root; the runtime package is imported from 
     python tools/convert_mediapipe.py convert --out sdk/emosdk/models/bundled/default
     python tools/convert_mediapipe.py check
     python tools/convert_mediapipe.py reference
-    python tools/convert_mediapipe.py fp16w --out /work/runs/bundle/perception_v2 \
-        --card /work/runs/face/model_json_snippet.json
+    python tools/convert_mediapipe.py fp16w --out runs/bundle/perception_v2 \
+        --card runs/face/model_json_snippet.json
 """
 
 from __future__ import annotations

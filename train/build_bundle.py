@@ -1,7 +1,7 @@
 """Build the default model bundle from an audio encoder, a face encoder and the perception
 graphs: fusion training, quality calibration and assembly in one command.
 
-    python -m train.build_bundle --work /work/runs/bundle/v2 --out /work/runs/bundle/staged \\
+    python -m train.build_bundle --work runs/bundle/v2 --out runs/bundle/staged \\
         --audio-encoder AUDIO.onnx --audio-frontend FRONTEND.json \\
         --face-encoder FACE.onnx [--audio-encoder-int8 A8.onnx] [--face-encoder-int8 F8.onnx]
 

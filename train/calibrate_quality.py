@@ -27,8 +27,8 @@ measure (or off), starting with everything off, until no change improves the obj
 ``min_detector_score`` cannot be measured on face crops (the detector does not run on them):
 it keeps the runtime's default.
 
-    python -m train.calibrate_quality --fusion-run /work/runs/bundle/fusion \\
-        --out /work/runs/bundle/quality.json
+    python -m train.calibrate_quality --fusion-run runs/bundle/fusion \\
+        --out runs/bundle/quality.json
 
 Writes the thresholds, the development figures (reliable vs unreliable accuracy and share, per
 corruption kind, beside the provisional defaults') and the command into ``--out``.

@@ -22,7 +22,7 @@ accuracy and macro-F1 over every test face):
 Faces go through :func:`emosdk.features.normalize_face`, one view each, as the runtime embeds a
 face crop.
 
-    python -m train.ckplus_cv --graph /work/runs/faceenc/r1/face_encoder.onnx \\
+    python -m train.ckplus_cv --graph runs/faceenc/r1/face_encoder.onnx \\
         --modes zero_shot,probe --out-json docs/results/ckplus_cv.json
 """
 

@@ -24,7 +24,7 @@ ONNX graph's ``audio_emb`` through the run's classifier head): a variant losing 
 run's own ``result.json``) is refused (:class:`emosdk.export.quantize.QuantizationRejectedError`,
 file removed), so the approximation's cost is counted with the quantisation's.
 
-    python -m train.export_speech /work/runs/speech/shipped --out /work/runs/speech/export
+    python -m train.export_speech runs/speech/shipped --out runs/speech/export
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ selected weights are exported to ``face_encoder.onnx`` (inputs ``face`` [B, 1, 4
 ``face_emb`` and ``face_logits``) and scored through onnxruntime; ``summary.json`` holds the
 figures.
 
-    python -m train.face_recipe --out /work/runs/faceenc/r1 --epochs 30 \\
+    python -m train.face_recipe --out runs/faceenc/r1 --epochs 30 \\
         --teacher sdk/emosdk/models/bundled/default/face_encoder.onnx
 """
 

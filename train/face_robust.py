@@ -26,8 +26,8 @@ benchmark's severity 3 (15 % of the face width), beside the original's. The last
 are exported to ``face_encoder.onnx`` (same inputs and outputs as the original) and checked
 against torch with onnxruntime.
 
-    python -m train.face_robust --encoder /work/runs/bundle/face_encoder_seed.onnx \\
-        --out /work/runs/faceenc/robust1 --epochs 3
+    python -m train.face_robust --encoder runs/bundle/face_encoder_seed.onnx \\
+        --out runs/faceenc/robust1 --epochs 3
 
 Only plain CNN encoders (Conv, Relu, MaxPool, a global ReduceMean, Gemm; float16-stored
 weights cast at load) are read back from ONNX (:func:`cnn_from_onnx`); a torch-trained encoder

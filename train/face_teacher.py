@@ -6,7 +6,7 @@ The teachers are ONNX graphs rather than torch checkpoints so that any exported 
 teach: the default bundle's, or one of :mod:`train.face_recipe`'s own runs after export.
 
     python -m train.face_teacher --graph sdk/emosdk/models/bundled/default/face_encoder.onnx \\
-        --tta 10crop --out /work/runs/faceenc/teacher_shipped.npz
+        --tta 10crop --out runs/faceenc/teacher_shipped.npz
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ scored on Test.
 feeds what ``Recognizer.predict`` feeds the audio encoder (a shorter clip centred in 3 s of
 zeros, a longer one whole; the fine-tuned models are scored on the same windows).
 
-    python -m train.speech_probe --partitions 1 --input clip --out /work/runs/speech/probe
-    python -m train.speech_probe --partitions 1 2 3 4 5 --input window --out /work/runs/speech/probe
+    python -m train.speech_probe --partitions 1 --input clip --out runs/speech/probe
+    python -m train.speech_probe --partitions 1 2 3 4 5 --input window --out runs/speech/probe
 
 Writes ``probe_<input>.json`` (per partition, per feature set: Dev and Test macro-F1, accuracy)
 into ``--out``; pooled features are cached there, so a rerun is quick.

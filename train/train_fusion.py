@@ -19,7 +19,7 @@ audio only / video only; the corruptions are this pipeline's (training-side para
 
 Usage (from the repository root; the current default bundle's encoders)::
 
-    python -m train.train_fusion --out /work/runs/bundle/fusion \\
+    python -m train.train_fusion --out runs/bundle/fusion \\
         --audio-encoder sdk/emosdk/models/bundled/default/audio_encoder.onnx \\
         --audio-frontend sdk/emosdk/models/bundled/default/model.json \\
         --face-encoder sdk/emosdk/models/bundled/default/face_encoder.onnx

@@ -24,10 +24,10 @@ layers (the pretrained ones wait, then warm up), and the two convolutions stay f
 Runs are resumable: ``last.pt`` is written every ``--save-every`` steps and at each epoch end;
 rerunning the same command continues from it. Progress goes to ``log.jsonl`` in ``--out``.
 
-    python -m train.train_speech --partition 1 --out /work/runs/speech/ft/p1
-    python -m train.train_speech --shipped --out /work/runs/speech/shipped
-    python -m train.train_speech --shipped --exclude ravdess --out /work/runs/speech/loco_ravdess
-    python -m train.train_speech report /work/runs/speech/ft/p* --out docs/results/speech.json
+    python -m train.train_speech --partition 1 --out runs/speech/ft/p1
+    python -m train.train_speech --shipped --out runs/speech/shipped
+    python -m train.train_speech --shipped --exclude ravdess --out runs/speech/loco_ravdess
+    python -m train.train_speech report runs/speech/ft/p* --out docs/results/speech.json
 """
 
 from __future__ import annotations
