@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emosdk.models.bundle import StreamParams
+from emosdk.models.bundle import StreamParams, sha256_file
 
 from . import LABELS
 from .common import log_json, run_stage, seed_all
@@ -61,6 +61,7 @@ from .fusion_data import (
     fer_images,
     headline,
     load_encoders,
+    ort_session,
     split_items,
     talker_pool,
     torch_fusion,
@@ -114,6 +115,11 @@ class Config:
     limit: int = 0  # >0: smoke run, at most this many clips per split and faces per class
     max_steps: int = 0  # >0: at most this many optimiser steps per fit
     final: bool = True  # --no-final: the select fit alone (ablations)
+    # distillation of the audio-only behaviour from an earlier fusion graph on the same audio
+    # encoder (ONNX, its audio-only output with the video masked): "" = off
+    audio_teacher: str = ""
+    audio_kd_weight: float = 1.0  # weight of the distillation term against the AuxFormer loss
+    audio_kd_temperature: float = 2.0
 
     def fusion_kwargs(self, d_audio: int, d_video: int) -> dict:
         return {
@@ -250,6 +256,54 @@ def make_batch(
     )
 
 
+def audio_teacher(cfg: Config, d_audio: int, tv: int):
+    """``--audio-teacher``: a function (audio (B, Ta, d), audio_mask (B, Ta)) -> the teacher
+    graph's audio-only logits (B, C) (its video masked, as the runtime runs it without a face);
+    None when off. The teacher must take this audio encoder's embeddings (same width)."""
+    if not cfg.audio_teacher:
+        return None
+    sess = ort_session(cfg.audio_teacher, cfg.threads)
+    shapes = {i.name: i.shape for i in sess.get_inputs()}
+    d_video = shapes["video"][-1]
+    if shapes["audio"][-1] != d_audio or not isinstance(d_video, int):
+        raise SystemExit(
+            f"--audio-teacher {cfg.audio_teacher}: audio width {shapes['audio'][-1]} (this "
+            f"encoder's is {d_audio}) and a fixed video width are needed"
+        )
+
+    def teach(a: np.ndarray, am: np.ndarray) -> np.ndarray:
+        feeds = {"audio": a, "audio_mask": am, "video": np.zeros((len(a), tv, d_video), np.float32),
+                 "video_mask": np.zeros((len(a), tv), np.float32)}  # fmt: skip
+        logits = sess.run(["logits"], feeds)[0]
+        logits[am.sum(1) == 0] = 0.0  # nothing to hear: no target (and no NaN from the graph)
+        return np.nan_to_num(logits, nan=0.0, posinf=0.0, neginf=0.0)
+
+    return teach
+
+
+def audio_kd_loss(
+    outputs: tuple[torch.Tensor, ...],
+    teacher_logits: np.ndarray,
+    audio_mask: torch.Tensor,
+    video_mask: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """KL(teacher || student) at ``temperature`` (times T^2) on the student's heads that see the
+    audio alone: the audio auxiliary head wherever audio is present, and the main head where the
+    video is masked (the two heads the runtime averages for an audio-only window)."""
+    _, logits_av, logits_a, _ = outputs
+    t = torch.log_softmax(torch.from_numpy(teacher_logits) / temperature, dim=-1)
+    pa = (audio_mask.sum(dim=1) > 0).float()
+    a_only = pa * (video_mask.sum(dim=1) == 0).float()
+
+    def kl(logits: torch.Tensor) -> torch.Tensor:
+        s = torch.log_softmax(logits / temperature, dim=-1)
+        return (t.exp() * (t - s)).sum(-1) * temperature**2
+
+    n = pa.sum().clamp(min=1.0)
+    return ((pa * kl(logits_a)).sum() + (a_only * kl(logits_av)).sum()) / n
+
+
 def fit(cfg: Config, d: dict, phase: str, epochs: int, out: Path) -> tuple[AuxFormerDeploy, dict]:
     """One fit of the fusion (``select``: chosen on Development; ``final``: last epoch)."""
     aset = d["sets"]["train"]
@@ -264,12 +318,20 @@ def fit(cfg: Config, d: dict, phase: str, epochs: int, out: Path) -> tuple[AuxFo
     model = AuxFormerDeploy(**cfg.fusion_kwargs(d["audio_graph"].d, d["face_graph"].d))
     gen = torch.Generator().manual_seed(cfg.seed)
 
+    teacher = audio_teacher(cfg, d["audio_graph"].d, tv)
+
     def step(rng: np.random.Generator) -> torch.Tensor:
         a, am, v, vm, y = make_batch(
             cfg, rng, rows, seqs, masks, aset.missing, aset.labels, aset.n_clean, ftr.emb,
             face_by_label, ftr.n_jitter, tv,
         )  # fmt: skip
-        return auxformer_loss(model(a, am, v, vm), y, am, vm, cfg.label_smoothing)
+        out = model(a, am, v, vm)
+        loss = auxformer_loss(out, y, am, vm, cfg.label_smoothing)
+        if teacher is not None:
+            loss = loss + cfg.audio_kd_weight * audio_kd_loss(
+                out, teacher(a.numpy(), am.numpy()), am, vm, cfg.audio_kd_temperature
+            )
+        return loss
 
     epoch = {"n": 0}
 
@@ -349,7 +411,16 @@ def data_card(cfg: Config, d: dict, res: dict) -> dict:
         f"(emosdk.corruptions functions, training-side parameter ranges, seeds {cfg.aug_seed} "
         f"(training) and {cfg.eval_seed} (Development / Test); clean windows "
         f"{cfg.p_clean_audio:.0%}, clean faces {cfg.p_clean_face:.0%} of each batch)",
-    }
+    } | (
+        {
+            "audio_distillation": f"the audio-only heads (audio auxiliary head; main head where "
+            f"the video is masked) also learn the audio-only output of {cfg.audio_teacher} "
+            f"(SHA-256 {sha256_file(Path(cfg.audio_teacher))}): KL at temperature "
+            f"{cfg.audio_kd_temperature}, weight {cfg.audio_kd_weight}"
+        }
+        if cfg.audio_teacher
+        else {}
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> Config:

@@ -256,3 +256,53 @@ def test_cached_sets_are_reused_and_keyed(tmp_path: Path, shared_data: Path) -> 
     assert c.meta["folder"] != a.meta["folder"]  # another augmentation seed, another cache
     np.testing.assert_array_equal(c.window(0, 0)[0], a.window(0, 0)[0])  # clean copies agree
     assert not np.array_equal(c.window(0, 1)[0], a.window(0, 1)[0])
+
+
+def test_audio_teacher_gives_the_recognizers_audio_only_scores_and_pulls_the_student() -> None:
+    """--audio-teacher: the teacher is the earlier fusion graph run as the runtime runs it without
+    a face (its scores on a real clip are Recognizer.predict's, audio only); the distillation
+    term ignores windows without audio, pulls the audio-only heads toward the teacher, and an
+    encoder of another width is refused."""
+    import torch
+
+    from train.models import AuxFormerDeploy
+    from train.train_fusion import Config, audio_kd_loss, audio_teacher
+
+    ag, _, _ = _graphs(DEFAULT)
+    teach = audio_teacher(Config(audio_teacher=str(DEFAULT / "fusion.onnx")), ag.d, 15)
+    pcm = read_media(SAMPLES / "1002_DFA_ANG_XX.mp3")[0]
+    ((seq, mask),) = FD.encode_windows(ag, [FD.predict_window(pcm, 3.0)])
+    a = np.stack([seq * mask[:, None], np.zeros_like(seq)]).astype(np.float32)
+    am = np.stack([mask, np.zeros_like(mask)]).astype(np.float32)
+    t = teach(a, am)
+    with Recognizer(model=str(DEFAULT), smoothing="none", num_threads=1, quality_gate=False) as rec:
+        r = rec.predict(audio=pcm, sample_rate=16_000)
+        np.testing.assert_allclose(softmax(t[0]), [r.raw_scores[k] for k in rec.labels], atol=1e-5)
+    assert (t[1] == 0).all()  # no audio: no target
+
+    torch.manual_seed(0)
+    student = AuxFormerDeploy(d_audio=ag.d, d_video=8, n_classes=len(LABELS), d_model=16,
+                              n_heads=1, n_cross=1, n_mem=1)  # fmt: skip
+    x = [torch.from_numpy(a), torch.from_numpy(am), torch.zeros(2, 15, 8), torch.zeros(2, 15)]
+    x[3][1] = 1.0  # the second window: face only
+    opt = torch.optim.Adam(student.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        loss = audio_kd_loss(student(*x), t, x[1], x[3], 2.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.1 * losses[0]
+    with torch.no_grad():
+        out = student(*x)
+        for head in (out[1], out[2]):  # main (video masked) and audio auxiliary heads
+            assert head[0].argmax() == int(np.argmax(t[0]))
+        moved = [o.clone() for o in out]
+        moved[1][1] += 100.0 * torch.eye(len(LABELS))[0]  # the face-only window's heads only
+        moved[2][1] -= 100.0 * torch.eye(len(LABELS))[0]
+    assert float(audio_kd_loss(moved, t, x[1], x[3], 2.0)) == pytest.approx(
+        float(audio_kd_loss(out, t, x[1], x[3], 2.0)), rel=1e-6
+    )
+    with pytest.raises(SystemExit, match="audio width"):
+        audio_teacher(Config(audio_teacher=str(DEFAULT / "fusion.onnx")), 16, 15)
