@@ -68,6 +68,7 @@ from .fusion_data import (
 )
 from .fusion_data import audio_set as make_audio_set
 from .models import AuxFormerDeploy, auxformer_loss, count_params
+from .models.layers import presence
 
 logger = logging.getLogger("emosdk.train")
 
@@ -293,8 +294,8 @@ def audio_kd_loss(
     video is masked (the two heads the runtime averages for an audio-only window)."""
     _, logits_av, logits_a, _ = outputs
     t = torch.log_softmax(torch.from_numpy(teacher_logits) / temperature, dim=-1)
-    pa = (audio_mask.sum(dim=1) > 0).float()
-    a_only = pa * (video_mask.sum(dim=1) == 0).float()
+    pa = presence(audio_mask)
+    a_only = pa * (1.0 - presence(video_mask))
 
     def kl(logits: torch.Tensor) -> torch.Tensor:
         s = torch.log_softmax(logits / temperature, dim=-1)
