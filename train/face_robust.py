@@ -1,5 +1,9 @@
 """Robust fine-tune of a shipped face encoder that keeps its embedding space (issue 15, point 4).
 
+It reads plain CNN graphs (:func:`cnn_from_onnx`: the seed's VGG-style encoder, which bundles
+0.3.0 and 0.3.1 shipped hardened by it); the residual encoder of the default bundle since 0.5.1
+was trained with the corruptions from the start by ``train.face_recipe`` and is refused here.
+
 The bundle's fusion was trained on one face encoder's embeddings; a new encoder means a new
 fusion. This fine-tune makes the encoder hold up under capture corruptions *without* moving its
 embedding space, so that the fusion stays valid: the student starts from the encoder's own
